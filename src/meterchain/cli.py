@@ -1,0 +1,19 @@
+"""The `meterchain` command line: one Typer app, a sub-app per area."""
+
+from __future__ import annotations
+
+import typer
+
+from meterchain.commands import meter
+
+app = typer.Typer(
+    name="meterchain",
+    help="Smart meters that trade energy with their neighbours on an EVM chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(meter.app, name="meter")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Command-line sub-apps, one module per area; `meterchain.cli` assembles them."""

@@ -1,0 +1,1 @@
+"""Meter drivers behind one interface, and simulators that speak each protocol."""

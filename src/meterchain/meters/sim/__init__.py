@@ -1,0 +1,1 @@
+"""Simulated meters: one physical model, served over every protocol."""
