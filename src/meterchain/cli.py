@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import meter
+from meterchain.commands import chain, market, meter
 
 app = typer.Typer(
     name="meterchain",
@@ -13,6 +13,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(meter.app, name="meter")
+app.add_typer(market.app, name="market")
+app.add_typer(chain.app, name="chain")
 
 
 if __name__ == "__main__":
