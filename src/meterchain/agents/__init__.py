@@ -1,0 +1,1 @@
+"""Agents: asyncio tasks with mailboxes, talking through a Bus in the FIPA-ACL spirit."""
