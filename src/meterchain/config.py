@@ -1,0 +1,142 @@
+"""Configuration models: one TOML file per role (board, market, grid) and per scenario.
+
+Every model forbids unknown keys, so a typo in a file is an error that names the key rather
+than a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Protocol = Literal["modbus", "dlms", "iec62056-21", "nbr14522"]
+Mechanism = Literal["pay-as-clear", "pay-as-bid"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+class Location(Strict):
+    latitude: float = -3.7319
+    longitude: float = -38.5267
+    altitude_m: float = 21.0
+    timezone: str = "America/Fortaleza"
+
+
+class Tariffs(Strict):
+    """Grid tariffs in currency units per kWh: the grid buys at feed-in and sells at retail."""
+
+    retail_price: float = Field(default=0.95, gt=0)
+    feed_in_price: float = Field(default=0.25, ge=0)
+
+    @model_validator(mode="after")
+    def _feed_in_below_retail(self) -> Tariffs:
+        if self.feed_in_price > self.retail_price:
+            raise ValueError(
+                f"feed_in_price {self.feed_in_price} is above retail_price {self.retail_price}"
+            )
+        return self
+
+
+class Household(Strict):
+    """One prosumer (or consumer): its meter, its load and what it has on the roof and wall."""
+
+    meter_id: str = Field(pattern=r"^[0-9]{8}$", description="8 digits (NBR 14522 serials)")
+    protocol: Protocol = "modbus"
+    daily_kwh: float = Field(8.0, gt=0)
+    load_profile: Literal["h0", "g0"] = "h0"
+    pv_kwp: float = Field(0.0, ge=0)
+    battery_kwh: float = Field(0.0, ge=0)
+    battery_kw: float = Field(0.0, ge=0)
+
+
+class HouseholdGroup(Strict):
+    """`count` households alike but for their noise; ids continue from `first_meter_id`."""
+
+    count: int = Field(gt=0)
+    first_meter_id: int = Field(ge=10_000_000, le=99_999_999)
+    protocols: list[Protocol] = Field(default=["modbus"], min_length=1)
+    daily_kwh: float = Field(8.0, gt=0)
+    load_profile: Literal["h0", "g0"] = "h0"
+    pv_kwp: float = Field(0.0, ge=0)
+    battery_kwh: float = Field(0.0, ge=0)
+    battery_kw: float = Field(0.0, ge=0)
+
+    def expand(self) -> list[Household]:
+        return [
+            Household(
+                meter_id=f"{self.first_meter_id + i:08d}",
+                protocol=self.protocols[i % len(self.protocols)],
+                daily_kwh=self.daily_kwh,
+                load_profile=self.load_profile,
+                pv_kwp=self.pv_kwp,
+                battery_kwh=self.battery_kwh,
+                battery_kw=self.battery_kw,
+            )
+            for i in range(self.count)
+        ]
+
+
+class Scenario(Strict):
+    """A community to simulate: households, tariffs, place and time."""
+
+    name: str
+    start: datetime = Field(description="UTC start; local midnight in Fortaleza is 03:00Z")
+    days: float = Field(1.0, gt=0)
+    interval_s: int = Field(900, ge=60)
+    seed: int = 1
+    cloudiness: float = Field(0.3, ge=0, le=1)
+    mechanism: Mechanism = "pay-as-clear"
+    location: Location = Location()
+    tariffs: Tariffs = Tariffs()
+    households: list[Household] = Field(default_factory=list)
+    groups: list[HouseholdGroup] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_meters(self) -> Scenario:
+        ids = [h.meter_id for h in self.all_households()]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"meter ids used twice: {', '.join(duplicates)}")
+        if not ids:
+            raise ValueError("a scenario needs at least one household")
+        if self.start.tzinfo is None:
+            raise ValueError("start needs a time zone, e.g. 2026-11-24T03:00:00Z")
+        return self
+
+    def all_households(self) -> list[Household]:
+        return [*self.households, *(h for group in self.groups for h in group.expand())]
+
+    @property
+    def intervals(self) -> int:
+        return int(self.days * 86400 // self.interval_s)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_toml(path: Path, model: type[ModelT]) -> ModelT:
+    """Read a TOML file into `model`, with errors that name the file, the key and the problem."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
