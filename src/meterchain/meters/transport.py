@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import termios
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,7 @@ async def open_serial(device: str, settings: SerialSettings) -> ByteStream:
             stopbits=settings.stopbits,
             timeout=0,
         )
-    except (serial.SerialException, OSError, ValueError) as exc:
+    except (serial.SerialException, OSError, ValueError, termios.error) as exc:
         raise MeterError(
             f"could not open serial port {device}: {exc}; check the path and permissions"
         ) from None

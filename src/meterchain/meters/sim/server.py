@@ -47,6 +47,8 @@ async def start_tcp_server(handler: StreamHandler, host: str, port: int) -> Runn
         tasks.add(task)
         try:
             await _run_handler(handler, ByteStream(reader, writer, f"client {peer}"))
+        except asyncio.CancelledError:
+            pass  # stop() ends open connections; Python 3.11 logs a cancelled handler as an error
         finally:
             tasks.discard(task)
 
