@@ -20,10 +20,9 @@ from rich.table import Table
 
 from bench.common import write_result
 from meterchain.clock import ScaledClock
-from meterchain.commands.demo import URL_TEMPLATES
 from meterchain.meters.registry import open_meter
 from meterchain.meters.sim.physical import build_profile_meter
-from meterchain.meters.sim.registry import SIMULATORS, start_simulator
+from meterchain.meters.sim.registry import SIMULATORS, client_url, start_simulator
 
 DURATION_S = 3.0
 BAUD = 9600
@@ -33,7 +32,7 @@ BITS_PER_BYTE = 10  # start bit, 8 data bits, stop bit
 async def measure(protocol: str) -> dict[str, Any]:
     model = build_profile_meter("30010001", "pv-house", ScaledClock(speed=60))
     server = await start_simulator(protocol, model)
-    meter: Any = open_meter(URL_TEMPLATES[protocol].format(port=server.port))
+    meter: Any = open_meter(client_url(protocol, server.port))
     try:
         await meter.read()  # connect and associate outside the timed loop
         bytes_before = meter.bytes_exchanged

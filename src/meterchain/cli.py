@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import chain, demo, market, meter
+from meterchain.commands import chain, market, meter, simulate
 
 app = typer.Typer(
     name="meterchain",
@@ -15,7 +15,8 @@ app = typer.Typer(
 app.add_typer(meter.app, name="meter")
 app.add_typer(market.app, name="market")
 app.add_typer(chain.app, name="chain")
-app.command(name="demo")(demo.demo_command)
+app.command(name="simulate")(simulate.simulate)
+app.command(name="demo")(simulate.demo)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,16 @@ async def start_serial_simulator(protocol: str, meter: PhysicalMeter, device: st
     """Serve `meter` over `protocol` on a serial device (RTU for Modbus, HDLC for DLMS)."""
     server: RunningServer = await _module(protocol).start_serial(meter, device)
     return server
+
+
+CLIENT_URLS: dict[str, str] = {
+    "modbus": "modbus+tcp://{host}:{port}?unit=1&map=sdm630",
+    "dlms": "dlms+tcp://{host}:{port}?client=16&server=1",
+    "iec62056-21": "iec62056-21+tcp://{host}:{port}",
+    "nbr14522": "nbr14522+tcp://{host}:{port}",
+}
+
+
+def client_url(protocol: str, port: int, host: str = "127.0.0.1") -> str:
+    """The URL a driver uses to read a simulator of `protocol` serving on TCP host:port."""
+    return CLIENT_URLS[protocol].format(host=host, port=port)

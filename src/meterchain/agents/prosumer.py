@@ -1,0 +1,244 @@
+"""ProsumerAgent: one per board. Reads its meter, plans, trades, acts, and reports delivery.
+
+Each interval has two moments for a prosumer: at `order` time it reads the meter, plans the
+next interval, and sends signed orders; at `delivery` time (the interval's end) it reads the
+meter again and sends the signed cumulative registers. Both steps are recorded in the store
+first, so a restarted agent re-sends what it had prepared instead of preparing it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from eth_account.signers.local import LocalAccount
+from pydantic import BaseModel
+
+from meterchain.agents.messages import (
+    Ack,
+    ClearingNotice,
+    CurtailRequest,
+    NoOrder,
+    OrderSubmission,
+    ReadingSubmission,
+    TariffNotice,
+    Tick,
+)
+from meterchain.agents.planning import DerPlanner
+from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
+from meterchain.chain.signing import (
+    MarketDomain,
+    OrderMessage,
+    OrderSide,
+    ReadingMessage,
+    meter_id_to_bytes32,
+    sign_order,
+    sign_reading,
+)
+from meterchain.chain.units import price_to_units
+from meterchain.clock import Clock
+from meterchain.devices.battery import BatteryDevice
+from meterchain.meters.base import Meter
+from meterchain.meters.errors import MeterError
+from meterchain.model import Reading, Side
+from meterchain.store.records import Records
+
+log = logging.getLogger(__name__)
+
+
+def interval_key(start: datetime) -> str:
+    return str(int(start.timestamp()))
+
+
+class ProsumerAgent(Agent):
+    """The agent on a meter's board."""
+
+    def __init__(
+        self,
+        name: str,
+        bus: Bus,
+        *,
+        meter_id: str,
+        meter: Meter,
+        signer: LocalAccount,
+        domain: MarketDomain,
+        planner: DerPlanner,
+        records: Records,
+        clock: Clock,
+        market: str = "market",
+        community: str = "community",
+        coordinator: str | None = None,
+        battery: BatteryDevice | None = None,
+        meter_retries: int = 3,
+        retry_delay_s: float = 0.2,
+        decimals: int = 2,
+    ) -> None:
+        super().__init__(name, bus)
+        self.meter_id = meter_id
+        self.meter = meter
+        self.signer = signer
+        self.domain = domain
+        self.planner = planner
+        self.records = records
+        self.clock = clock
+        self.market = market
+        self.community = community
+        self.coordinator = coordinator
+        self.battery = battery
+        self.meter_retries = meter_retries
+        self.retry_delay_s = retry_delay_s
+        self.decimals = decimals
+        self.tariffs = TariffNotice(retail_price=0.95, feed_in_price=0.25)
+        self.curtail: dict[str, float] = {}
+        self.pending_battery_w: dict[str, float] = {}
+
+    async def setup(self) -> None:
+        await self.bus.join(self.name, self.community)
+
+    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
+        if isinstance(content, Tick):
+            if content.phase == "order":
+                await self.submit_orders(content.interval_start)
+            elif content.phase == "delivery":
+                await self.report_delivery(content.interval_start)
+        elif isinstance(content, TariffNotice):
+            self.tariffs = content
+        elif isinstance(content, CurtailRequest):
+            self.curtail[interval_key(content.interval_start)] = content.max_export_w
+        elif isinstance(content, ClearingNotice):
+            await self.on_cleared(content)
+
+    async def read_meter(self) -> Reading:
+        """Read with retries and back-off; a bad reading is never recorded."""
+        delay = self.retry_delay_s
+        for attempt in range(1, self.meter_retries + 1):
+            try:
+                return await self.meter.read()
+            except MeterError as exc:
+                log.warning(
+                    "%s: read %d/%d failed: %s", self.name, attempt, self.meter_retries, exc
+                )
+                if attempt == self.meter_retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _ack(self, what: str, interval: int) -> None:
+        if self.coordinator is not None:
+            await self.send(
+                self.coordinator, Performative.INFORM, Ack(what=what, interval=interval)
+            )
+
+    async def submit_orders(self, interval_start: datetime) -> None:
+        """Plan the interval and send its signed orders (or say there are none)."""
+        key = interval_key(interval_start)
+        interval = int(key)
+        prepared = self.records.get("orders", key)
+        if prepared is None:
+            prepared = await self._prepare_orders(interval_start)
+            prepared = self.records.put_once("orders", key, prepared)
+        submissions = [OrderSubmission.model_validate(o) for o in prepared["orders"]]
+        if prepared.get("battery_power_w") is not None:
+            self.pending_battery_w[key] = float(prepared["battery_power_w"])
+        for submission in submissions:
+            await self.send(self.market, Performative.PROPOSE, submission)
+        if not submissions:
+            await self.send(
+                self.market, Performative.INFORM, NoOrder(meter_id=self.meter_id, interval=interval)
+            )
+        await self._ack("orders", interval)
+
+    async def _prepare_orders(self, interval_start: datetime) -> dict[str, object]:
+        interval = int(interval_start.timestamp())
+        try:
+            reading = await self.read_meter()
+            self.records.put_once("readings", f"{interval}:order", reading.as_json())
+        except MeterError as exc:
+            log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
+        soc = await self.battery.soc_fraction() if self.battery is not None else None
+        tariffs = self.tariffs
+        curtail = self.curtail.get(str(interval))
+        if curtail is not None:
+            tariffs = tariffs.model_copy(update={"max_export_w": curtail})
+        plan = await asyncio.to_thread(
+            self.planner.plan, interval_start, tariffs, soc, self.clock.now()
+        )
+        orders = []
+        meter_bytes = meter_id_to_bytes32(self.meter_id)
+        for nonce, order in enumerate(plan.orders):
+            message = OrderMessage(
+                meter_id=meter_bytes,
+                interval=interval,
+                side=OrderSide.BUY if order.side is Side.BUY else OrderSide.SELL,
+                quantity_wh=order.quantity_wh,
+                limit_price=price_to_units(max(order.limit_price, 0.0), self.decimals),
+                nonce=nonce,
+            )
+            signed = sign_order(self.domain, message, self.signer)
+            orders.append(
+                OrderSubmission(
+                    meter_id=self.meter_id,
+                    interval=interval,
+                    side=order.side.value,
+                    quantity_wh=message.quantity_wh,
+                    limit_price_units=message.limit_price,
+                    nonce=nonce,
+                    signature="0x" + signed.signature.hex(),
+                ).model_dump()
+            )
+        return {"orders": orders, "battery_power_w": plan.battery_power_w}
+
+    async def on_cleared(self, notice: ClearingNotice) -> None:
+        """Record this meter's trades and apply the battery set-point for the interval."""
+        mine = [t for t in notice.trades if self.meter_id in (t.buyer, t.seller)]
+        self.records.put_once(
+            "trades", str(notice.interval), {"trades": [t.model_dump() for t in mine]}
+        )
+        setpoint = self.pending_battery_w.pop(str(notice.interval), None)
+        if self.battery is not None and setpoint is not None:
+            await self.battery.set_power_w(setpoint)
+        await self._ack("cleared", notice.interval)
+
+    async def report_delivery(self, interval_start: datetime) -> None:
+        """Read the registers at the interval's end and send them signed."""
+        key = interval_key(interval_start)
+        interval = int(key)
+        prepared = self.records.get("delivery", key)
+        if prepared is None:
+            try:
+                reading = await self.read_meter()
+            except MeterError as exc:
+                log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
+                await self._ack("delivery-failed", interval)
+                return
+            message = ReadingMessage(
+                meter_id=meter_id_to_bytes32(self.meter_id),
+                interval=interval,
+                import_wh=int(reading.import_wh),
+                export_wh=int(reading.export_wh),
+            )
+            signed = sign_reading(self.domain, message, self.signer)
+            submission = ReadingSubmission(
+                meter_id=self.meter_id,
+                interval=interval,
+                import_wh=message.import_wh,
+                export_wh=message.export_wh,
+                signature="0x" + signed.signature.hex(),
+            )
+            prepared = self.records.put_once("delivery", key, submission.model_dump())
+        await self.send(
+            self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
+        )
+        await self._ack("delivery", interval)
+
+
+def next_interval_start(moment: datetime, interval_s: int) -> datetime:
+    """The first interval boundary after `moment`."""
+    seconds = int(moment.timestamp()) // interval_s * interval_s + interval_s
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def boundaries(start: datetime, count: int, interval_s: int) -> list[datetime]:
+    return [start + timedelta(seconds=i * interval_s) for i in range(count)]

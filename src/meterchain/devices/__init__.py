@@ -1,0 +1,1 @@
+"""Devices a board switches: relays (through the meter), batteries and inverters."""

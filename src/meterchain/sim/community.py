@@ -1,0 +1,480 @@
+"""The community simulation: real meter protocols, a real chain, all agents, virtual time.
+
+One process. Each household's meter is a simulator speaking its configured protocol on
+loopback, fed by a physical model whose load and PV come from the scenario's profiles; each
+household's ProsumerAgent reads it through the same driver a board uses. The market agent
+settles on a local anvil node. A coordinator moves the virtual clock one interval at a time
+and sends the phase ticks a wall clock would: order, clear (gate closure), delivery, settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from pydantic import BaseModel
+
+from meterchain.agents.bus_local import LocalBus
+from meterchain.agents.grid import GridAgent
+from meterchain.agents.market import MarketAgent
+from meterchain.agents.messages import Ack, TariffNotice, Tick
+from meterchain.agents.planning import DerPlanner
+from meterchain.agents.prosumer import ProsumerAgent
+from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
+from meterchain.chain.batch import Position, settle_meter
+from meterchain.chain.client import (
+    EnergyCreditClient,
+    EnergyMarketClient,
+    MeterKind,
+    MeterRegistryClient,
+)
+from meterchain.chain.deploy import deploy_suite
+from meterchain.chain.node import AnvilNode, connect, dev_account, start_anvil, stop_anvil
+from meterchain.chain.sender import TransactionSender
+from meterchain.chain.signing import meter_id_to_bytes32
+from meterchain.chain.units import price_to_units, to_units
+from meterchain.clock import ManualClock
+from meterchain.config import Household, Scenario
+from meterchain.der.site import Battery, Site
+from meterchain.devices.battery import SimulatedBattery
+from meterchain.market.clearing import Mechanism
+from meterchain.meters.base import Meter
+from meterchain.meters.registry import open_meter
+from meterchain.meters.sim.physical import BatterySpec, PhysicalMeter
+from meterchain.meters.sim.registry import client_url, start_simulator
+from meterchain.meters.sim.server import RunningServer
+from meterchain.sim.profiles import StepProfile, household_load_w, pv_power_w
+from meterchain.sim.results import (
+    HouseholdInterval,
+    HouseholdResult,
+    IntervalMarket,
+    SimulationResult,
+)
+from meterchain.store.db import open_store
+from meterchain.store.outbox import Outbox
+from meterchain.store.records import Records
+
+STARTING_CREDIT = 500  # currency units deposited for each household
+GRID_CREDIT = 100_000  # currency units the grid account starts with (it pays feed-in)
+FORECAST_ERROR = 0.10  # relative noise on the households' own forecasts
+HORIZON_STEPS = 96
+PHASE_TIMEOUT_S = 30.0
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Coordinator(Agent):
+    """Counts the acknowledgements agents send after each phase."""
+
+    def __init__(self, name: str, bus: Bus) -> None:
+        super().__init__(name, bus)
+        self.acks: Counter[tuple[str, int]] = Counter()
+        self._changed = asyncio.Event()
+
+    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
+        if isinstance(content, Ack):
+            self.acks[(content.what, content.interval)] += 1
+            self._changed.set()
+
+    async def wait_for(self, whats: tuple[str, ...], interval: int, count: int) -> None:
+        async with asyncio.timeout(PHASE_TIMEOUT_S):
+            while sum(self.acks[(what, interval)] for what in whats) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@dataclass
+class SimHousehold:
+    config: Household
+    model: PhysicalMeter
+    load: StepProfile
+    pv: StepProfile
+    signer: LocalAccount
+    server: RunningServer | None = None
+    meter: Meter | None = None
+    agent: ProsumerAgent | None = None
+
+
+def _household_key(scenario: Scenario, meter_id: str) -> LocalAccount:
+    """A reproducible board key for a simulated household (never for a real board)."""
+    seed = hashlib.sha256(f"meterchain-sim:{scenario.seed}:{meter_id}".encode()).digest()
+    account: LocalAccount = Account.from_key(seed)
+    return account
+
+
+def _build_households(scenario: Scenario, clock: ManualClock) -> list[SimHousehold]:
+    steps = scenario.intervals + HORIZON_STEPS
+    households = []
+    for index, config in enumerate(scenario.all_households()):
+        rng = np.random.default_rng([scenario.seed, index])
+        load = StepProfile(
+            scenario.start,
+            scenario.interval_s,
+            tuple(
+                float(v)
+                for v in household_load_w(
+                    scenario.start,
+                    steps,
+                    scenario.interval_s,
+                    config.daily_kwh,
+                    rng,
+                    kind=config.load_profile,
+                    timezone=scenario.location.timezone,
+                )
+            ),
+        )
+        location = (
+            scenario.location.latitude,
+            scenario.location.longitude,
+            scenario.location.altitude_m,
+            scenario.location.timezone,
+        )
+        pv = StepProfile(
+            scenario.start,
+            scenario.interval_s,
+            tuple(
+                float(v)
+                for v in pv_power_w(
+                    scenario.start,
+                    steps,
+                    scenario.interval_s,
+                    config.pv_kwp,
+                    rng,
+                    location=location,
+                    cloudiness=scenario.cloudiness,
+                )
+            ),
+        )
+        battery = (
+            BatterySpec(
+                capacity_wh=config.battery_kwh * 1000,
+                max_power_w=config.battery_kw * 1000,
+                soc_fraction=0.5,
+            )
+            if config.battery_kwh > 0
+            else None
+        )
+        start_import = 1_000_000.0 + 1000 * index  # meters are not new
+        model = PhysicalMeter(
+            config.meter_id, clock, load_w=load, pv_w=pv, battery=battery, import_wh=start_import
+        )
+        households.append(
+            SimHousehold(config, model, load, pv, _household_key(scenario, config.meter_id))
+        )
+    return households
+
+
+def _forecaster(
+    household: SimHousehold, interval_s: int, seed: int
+) -> Callable[[datetime, int], tuple[list[float], list[float]]]:
+    """The household's forecast: the coming profiles with a reproducible relative error."""
+
+    def forecast(start: datetime, steps: int) -> tuple[list[float], list[float]]:
+        first = int((start - household.load.start).total_seconds() // interval_s)
+        rng = np.random.default_rng([seed, first, int(household.config.meter_id)])
+        load = np.array(household.load.values_w[first : first + steps])
+        pv = np.array(household.pv.values_w[first : first + steps])
+        # The next interval is known best (the board measured the last one); later ones less.
+        noise = FORECAST_ERROR * np.minimum(1, np.arange(len(load)) / 8)
+        load = load * (1 + noise * rng.standard_normal(len(load)))
+        pv = pv * (1 + noise * rng.standard_normal(len(pv)))
+        return [float(v) for v in np.clip(pv, 0, None)], [float(v) for v in np.clip(load, 0, None)]
+
+    return forecast
+
+
+def _site(config: Household) -> Site:
+    battery = None
+    if config.battery_kwh > 0:
+        battery = Battery(
+            capacity_wh=config.battery_kwh * 1000,
+            max_charge_power_w=config.battery_kw * 1000,
+            max_discharge_power_w=config.battery_kw * 1000,
+        )
+    return Site(name=config.meter_id, battery=battery)
+
+
+class ChainSetup:
+    """A local anvil with the suite deployed, the meters registered and funded."""
+
+    def __init__(self, node: AnvilNode | None, market: EnergyMarketClient) -> None:
+        self.node = node
+        self.market = market
+
+    def close(self) -> None:
+        if self.node is not None:
+            stop_anvil(self.node)
+
+
+def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: Path) -> ChainSetup:
+    node = start_anvil()
+    try:
+        w3 = connect(node.rpc_url)
+        operator = dev_account(0)
+        sender = TransactionSender(
+            w3, operator, outbox=Outbox(open_store(_sqlite(store_dir, "chain")))
+        )
+        addresses = deploy_suite(
+            sender,
+            retail_price=scenario.tariffs.retail_price,
+            feed_in_price=scenario.tariffs.feed_in_price,
+        )
+        registry = MeterRegistryClient(sender, addresses["MeterRegistry"])
+        credit = EnergyCreditClient(sender, addresses["EnergyCredit"])
+        market = EnergyMarketClient(sender, addresses["EnergyMarket"])
+        decimals = credit.decimals
+        per_household = to_units(STARTING_CREDIT, decimals)
+        grid = to_units(GRID_CREDIT, decimals)
+        credit.mint(operator.address, per_household * len(households) + grid)
+        credit.approve(market.address, per_household * len(households) + grid)
+        for household in households:
+            kind = MeterKind.PROSUMER if household.config.pv_kwp > 0 else MeterKind.CONSUMER
+            registry.register_meter(
+                household.config.meter_id, household.signer.address, operator.address, kind
+            )
+            market.deposit(household.config.meter_id, per_household, approve=False)
+        market.deposit_grid(grid, approve=False)
+    except BaseException:
+        stop_anvil(node)
+        raise
+    return ChainSetup(node, market)
+
+
+def _sqlite(directory: Path, name: str) -> str:
+    return f"sqlite:///{directory / f'{name}.sqlite'}"
+
+
+async def run_community(
+    scenario: Scenario,
+    work_dir: Path | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> SimulationResult:
+    """Run the scenario end to end and return what happened, checked against the chain."""
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mc-sim-")))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        clock = ManualClock(scenario.start)
+        households = _build_households(scenario, clock)
+        chain = await asyncio.to_thread(_setup_chain, scenario, households, work_dir)
+        stack.callback(chain.close)
+        result = await _run_agents(scenario, households, chain.market, clock, work_dir, on_progress)
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+async def _run_agents(
+    scenario: Scenario,
+    households: list[SimHousehold],
+    market_client: EnergyMarketClient,
+    clock: ManualClock,
+    work_dir: Path,
+    on_progress: ProgressCallback | None,
+) -> SimulationResult:
+    bus = LocalBus()
+    store = open_store(_sqlite(work_dir, "agents"))
+    domain = market_client.domain
+    decimals = market_client.credit.decimals
+    tariffs = TariffNotice(
+        retail_price=scenario.tariffs.retail_price, feed_in_price=scenario.tariffs.feed_in_price
+    )
+    coordinator = Coordinator("simulator", bus)
+    market = MarketAgent(
+        "market",
+        bus,
+        market=market_client,
+        domain=domain,
+        signers={h.config.meter_id: h.signer.address for h in households},
+        records=Records(store, "market"),
+        tariffs=tariffs,
+        mechanism=Mechanism(scenario.mechanism),
+        coordinator="simulator",
+        decimals=decimals,
+    )
+    grid = GridAgent("grid", bus, tariffs=tariffs, prosumers=[], coordinator="simulator")
+    agents: list[Agent] = [coordinator, market, grid]
+    servers: list[RunningServer] = []
+    try:
+        for household in households:
+            server = await start_simulator(household.config.protocol, household.model)
+            servers.append(server)
+            household.meter = open_meter(client_url(household.config.protocol, server.port))
+            household.agent = ProsumerAgent(
+                f"prosumer-{household.config.meter_id}",
+                bus,
+                meter_id=household.config.meter_id,
+                meter=household.meter,
+                signer=household.signer,
+                domain=domain,
+                planner=DerPlanner(
+                    _site(household.config),
+                    _forecaster(household, scenario.interval_s, scenario.seed),
+                    meter_id=household.config.meter_id,
+                    step_s=scenario.interval_s,
+                    horizon_steps=HORIZON_STEPS,
+                ),
+                records=Records(store, f"prosumer-{household.config.meter_id}"),
+                clock=clock,
+                coordinator="simulator",
+                battery=SimulatedBattery(household.model) if household.config.battery_kwh else None,
+                decimals=decimals,
+            )
+            agents.append(household.agent)
+        for agent in agents:
+            await agent.start()
+        return await _drive(
+            scenario, households, market, coordinator, market_client, clock, decimals, on_progress
+        )
+    finally:
+        for agent in agents:
+            await agent.stop()
+        for household in households:
+            if household.meter is not None:
+                await household.meter.close()
+        for server in servers:
+            await server.close()
+        store.close()
+
+
+async def _tick(agent: Agent, receiver: str, start: datetime, phase: str) -> None:
+    await agent.send(receiver, Performative.INFORM, Tick(interval_start=start, phase=phase))  # type: ignore[arg-type]
+
+
+async def _drive(
+    scenario: Scenario,
+    households: list[SimHousehold],
+    market: MarketAgent,
+    coordinator: Coordinator,
+    market_client: EnergyMarketClient,
+    clock: ManualClock,
+    decimals: int,
+    on_progress: ProgressCallback | None,
+) -> SimulationResult:
+    n = len(households)
+    step = timedelta(seconds=scenario.interval_s)
+    retail_units = price_to_units(scenario.tariffs.retail_price, decimals)
+    feed_in_units = price_to_units(scenario.tariffs.feed_in_price, decimals)
+
+    # Baseline: the registers at the start, settled as the end of the interval before it.
+    before = scenario.start - step
+    baseline = int(before.timestamp())
+    await _tick(coordinator, "community", before, "delivery")
+    await coordinator.wait_for(("delivery", "delivery-failed"), baseline, n)
+    await _tick(coordinator, "market", before, "settle")
+    await coordinator.wait_for(("settled",), baseline, 1)
+
+    ids = [h.config.meter_id for h in households]
+    balances_before = await asyncio.to_thread(market_client.balances, ids)
+    grid_before = await asyncio.to_thread(market_client.grid_balance)
+    results = {
+        h.config.meter_id: HouseholdResult(
+            h.config.meter_id, h.config.protocol, h.config.pv_kwp, h.config.battery_kwh
+        )
+        for h in households
+    }
+    previous = {
+        m: (r.import_wh, r.export_wh)
+        for m, r in ((r.meter_id, r) for r in market.book(baseline).readings.values())
+    }
+    intervals: list[IntervalMarket] = []
+    for index in range(scenario.intervals):
+        start = scenario.start + step * index
+        interval = int(start.timestamp())
+        await _tick(coordinator, "grid", start, "order")
+        await coordinator.wait_for(("tariffs",), interval, 1)
+        await _tick(coordinator, "community", start, "order")
+        await coordinator.wait_for(("orders",), interval, n)
+        await _tick(coordinator, "market", start, "clear")
+        await coordinator.wait_for(("cleared",), interval, n)
+        clock.set(start + step)
+        await _tick(coordinator, "community", start, "delivery")
+        await coordinator.wait_for(("delivery", "delivery-failed"), interval, n)
+        await _tick(coordinator, "market", start, "settle")
+        await coordinator.wait_for(("settled",), interval, 1)
+
+        cleared = market.cleared[interval]
+        delivered = market.delivered.get(interval)
+        readings = market.book(interval).readings
+        positions = {
+            p.meter_id: p for p in await asyncio.to_thread(market_client.positions, interval)
+        }
+        for household in households:
+            meter_id = household.config.meter_id
+            reading = readings.get(meter_id)
+            last = previous.get(meter_id)
+            if reading is None or last is None:
+                imported = exported = 0
+            else:
+                imported = reading.import_wh - last[0]
+                exported = reading.export_wh - last[1]
+                previous[meter_id] = (reading.import_wh, reading.export_wh)
+            position = positions.get(meter_id_to_bytes32(meter_id))
+            settled = settle_meter(position, imported, exported, retail_units, feed_in_units)
+            alone = settle_meter(None, imported, exported, retail_units, feed_in_units)
+            p = position or Position(meter_id=b"")
+            received = min(p.bought_wh, imported)
+            delivered_wh = min(p.sold_wh, exported)
+            # Escrow left the balance at the batch and comes back inside `credits`.
+            change_units = settled.credits - settled.escrow - settled.debit
+            state = household.model.state()
+            results[meter_id].intervals.append(
+                HouseholdInterval(
+                    interval_start=start,
+                    imported_wh=imported,
+                    exported_wh=exported,
+                    bought_wh=p.bought_wh,
+                    sold_wh=p.sold_wh,
+                    received_wh=received,
+                    delivered_wh=delivered_wh,
+                    balance_change_units=change_units,
+                    cost_without_market_units=alone.debit - alone.credits,
+                    load_wh=household.load.energy_wh(index, 1),
+                    pv_wh=household.pv.energy_wh(index, 1),
+                    battery_soc_fraction=state.battery_soc_fraction,
+                )
+            )
+        intervals.append(
+            IntervalMarket(
+                interval_start=start,
+                price=cleared.notice.price,
+                traded_wh=sum(t.quantity_wh for t in cleared.notice.trades),
+                trades=len(cleared.notice.trades),
+                orders=cleared.orders,
+                gas_batch=cleared.notice.gas_used,
+                gas_delivery=delivered.gas_used if delivered else 0,
+            )
+        )
+        if on_progress is not None:
+            on_progress(index + 1, scenario.intervals)
+
+    balances_after = await asyncio.to_thread(market_client.balances, ids)
+    grid_after = await asyncio.to_thread(market_client.grid_balance)
+    for meter_id, household_result in results.items():
+        household_result.chain_balance_before_units = balances_before[meter_id_to_bytes32(meter_id)]
+        household_result.chain_balance_after_units = balances_after[meter_id_to_bytes32(meter_id)]
+    return SimulationResult(
+        scenario=scenario.name,
+        retail_price=scenario.tariffs.retail_price,
+        feed_in_price=scenario.tariffs.feed_in_price,
+        mechanism=scenario.mechanism,
+        decimals=decimals,
+        interval_s=scenario.interval_s,
+        households=list(results.values()),
+        market=intervals,
+        chain_id=market_client.domain.chain_id,
+        contracts={"EnergyMarket": market_client.address},
+        grid_balance_change_units=grid_after - grid_before,
+    )
