@@ -1,0 +1,268 @@
+"""EIP-712 typed data for orders and readings: what a meter's board signs, byte for byte.
+
+The domain is the market contract: name "meterchain EnergyMarket", version "1", the chain id
+and the market's address as verifyingContract, so a signature is valid for one market on one
+chain only. Orders and readings name their interval (its start in Unix seconds), so a
+signature is also valid for one interval only. EnergyMarket.hashOrder/hashReading compute the
+same digests on chain (tests compare them).
+
+Everything here is in on-chain units: energy in Wh, prices in credit smallest units per kWh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Any
+
+from eth_account import Account
+from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_domain
+from eth_account.messages import SignableMessage, encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
+
+from meterchain.chain.errors import ChainError
+
+DOMAIN_NAME = "meterchain EnergyMarket"
+DOMAIN_VERSION = "1"
+UINT64_MAX = 2**64 - 1
+
+DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+ORDER_TYPE = [
+    {"name": "meterId", "type": "bytes32"},
+    {"name": "interval", "type": "uint64"},
+    {"name": "side", "type": "uint8"},
+    {"name": "quantityWh", "type": "uint64"},
+    {"name": "limitPrice", "type": "uint64"},
+    {"name": "nonce", "type": "uint64"},
+]
+READING_TYPE = [
+    {"name": "meterId", "type": "bytes32"},
+    {"name": "interval", "type": "uint64"},
+    {"name": "importWh", "type": "uint64"},
+    {"name": "exportWh", "type": "uint64"},
+]
+
+
+class SigningError(ChainError, ValueError):
+    """A message cannot be signed as given (a field out of range, a malformed meter id)."""
+
+
+class OrderSide(IntEnum):
+    """On-chain side of an order (the contract's BUY = 0, SELL = 1)."""
+
+    BUY = 0
+    SELL = 1
+
+
+def meter_id_to_bytes32(meter_id: str) -> bytes:
+    """The on-chain id of a meter: its id in UTF-8, left-aligned and zero-padded to 32 bytes.
+
+    Readable in events and explorers; ids longer than 32 bytes or containing NUL are refused.
+    """
+    raw = meter_id.encode("utf-8")
+    if not raw or len(raw) > 32 or b"\x00" in raw:
+        raise SigningError(
+            f"meter id {meter_id!r} cannot go on chain: it must be 1 to 32 UTF-8 bytes "
+            "without NUL characters; shorten it"
+        )
+    return raw.ljust(32, b"\x00")
+
+
+def bytes32_to_meter_id(value: bytes) -> str:
+    """The meter id back from its on-chain bytes32."""
+    return bytes(value).rstrip(b"\x00").decode("utf-8", errors="replace")
+
+
+def interval_number(start: datetime) -> int:
+    """The on-chain number of the interval starting at `start`: its Unix time in seconds."""
+    if start.tzinfo is None:
+        raise SigningError(f"interval start {start.isoformat()} has no time zone; use UTC")
+    seconds = start.timestamp()
+    if seconds <= 0 or seconds != int(seconds):
+        raise SigningError(f"interval start {start.isoformat()} is not a whole second after 1970")
+    return int(seconds)
+
+
+def _check_uint64(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT64_MAX:
+        raise SigningError(f"{name}={value!r} is not an integer in 0..2**64-1")
+
+
+def _check_meter_id(value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != 32 or value == bytes(32):
+        raise SigningError(f"meter id {value!r} is not a non-zero bytes32; use meter_id_to_bytes32")
+
+
+@dataclass(frozen=True)
+class MarketDomain:
+    """The EIP-712 domain of one EnergyMarket deployment."""
+
+    chain_id: int
+    market_address: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.market_address),
+        }
+
+    def separator(self) -> bytes:
+        """The domain separator (EnergyMarket.domainSeparator())."""
+        return bytes(hash_domain(self.as_dict()))
+
+
+@dataclass(frozen=True)
+class OrderMessage:
+    """A limit order for one interval: quantity in Wh, limit in smallest units per kWh."""
+
+    meter_id: bytes
+    interval: int
+    side: OrderSide
+    quantity_wh: int
+    limit_price: int
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _check_meter_id(self.meter_id)
+        for name in ("interval", "quantity_wh", "limit_price", "nonce"):
+            _check_uint64(name, getattr(self, name))
+        if self.interval == 0:
+            raise SigningError("interval 0 is not an interval; use interval_number(start)")
+        if self.quantity_wh == 0:
+            raise SigningError("an order for 0 Wh cannot trade")
+        object.__setattr__(self, "side", OrderSide(self.side))
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        """What orders in a batch are sorted by, and what makes an order unique."""
+        return (self.meter_id, self.nonce)
+
+
+@dataclass(frozen=True)
+class ReadingMessage:
+    """A meter's cumulative import and export registers (Wh) at the end of an interval."""
+
+    meter_id: bytes
+    interval: int
+    import_wh: int
+    export_wh: int
+
+    def __post_init__(self) -> None:
+        _check_meter_id(self.meter_id)
+        for name in ("interval", "import_wh", "export_wh"):
+            _check_uint64(name, getattr(self, name))
+        if self.interval == 0:
+            raise SigningError("interval 0 is not an interval; use interval_number(start)")
+
+
+@dataclass(frozen=True)
+class SignedOrder:
+    """An order and its 65-byte signature (r ‖ s ‖ v)."""
+
+    order: OrderMessage
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class SignedReading:
+    """A reading and its 65-byte signature (r ‖ s ‖ v)."""
+
+    reading: ReadingMessage
+    signature: bytes
+
+
+def _order_data(order: OrderMessage) -> dict[str, Any]:
+    return {
+        "meterId": order.meter_id,
+        "interval": order.interval,
+        "side": int(order.side),
+        "quantityWh": order.quantity_wh,
+        "limitPrice": order.limit_price,
+        "nonce": order.nonce,
+    }
+
+
+def _reading_data(reading: ReadingMessage) -> dict[str, Any]:
+    return {
+        "meterId": reading.meter_id,
+        "interval": reading.interval,
+        "importWh": reading.import_wh,
+        "exportWh": reading.export_wh,
+    }
+
+
+def _signable_order(domain: MarketDomain, order: OrderMessage) -> SignableMessage:
+    return encode_typed_data(domain.as_dict(), {"Order": ORDER_TYPE}, _order_data(order))
+
+
+def _signable_reading(domain: MarketDomain, reading: ReadingMessage) -> SignableMessage:
+    return encode_typed_data(domain.as_dict(), {"Reading": READING_TYPE}, _reading_data(reading))
+
+
+def _digest(message: SignableMessage) -> bytes:
+    return keccak(b"\x19" + message.version + message.header + message.body)
+
+
+def order_digest(domain: MarketDomain, order: OrderMessage) -> bytes:
+    """The 32-byte EIP-712 digest of an order (EnergyMarket.hashOrder)."""
+    return _digest(_signable_order(domain, order))
+
+
+def reading_digest(domain: MarketDomain, reading: ReadingMessage) -> bytes:
+    """The 32-byte EIP-712 digest of a reading (EnergyMarket.hashReading)."""
+    return _digest(_signable_reading(domain, reading))
+
+
+def _key_of(signer: LocalAccount | bytes | str) -> Any:
+    return signer.key if isinstance(signer, LocalAccount) else signer
+
+
+def _packed(signed: Any) -> bytes:
+    return int(signed.r).to_bytes(32, "big") + int(signed.s).to_bytes(32, "big") + bytes([signed.v])
+
+
+def sign_order(
+    domain: MarketDomain, order: OrderMessage, signer: LocalAccount | bytes | str
+) -> SignedOrder:
+    """Sign an order with a meter's board key (an account or its private key)."""
+    signed = Account.sign_typed_data(
+        _key_of(signer), domain.as_dict(), {"Order": ORDER_TYPE}, _order_data(order)
+    )
+    return SignedOrder(order=order, signature=_packed(signed))
+
+
+def sign_reading(
+    domain: MarketDomain, reading: ReadingMessage, signer: LocalAccount | bytes | str
+) -> SignedReading:
+    """Sign a reading with a meter's board key (an account or its private key)."""
+    signed = Account.sign_typed_data(
+        _key_of(signer), domain.as_dict(), {"Reading": READING_TYPE}, _reading_data(reading)
+    )
+    return SignedReading(reading=reading, signature=_packed(signed))
+
+
+def _recover(message: SignableMessage, signature: bytes) -> str:
+    if len(signature) != 65:
+        raise SigningError(f"a signature is 65 bytes (r ‖ s ‖ v), not {len(signature)}")
+    recovered: str = Account.recover_message(message, signature=signature)
+    return recovered
+
+
+def recover_order_signer(domain: MarketDomain, signed: SignedOrder) -> str:
+    """The address that signed an order (checksummed)."""
+    return _recover(_signable_order(domain, signed.order), signed.signature)
+
+
+def recover_reading_signer(domain: MarketDomain, signed: SignedReading) -> str:
+    """The address that signed a reading (checksummed)."""
+    return _recover(_signable_reading(domain, signed.reading), signed.signature)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 models and small repositories; SQLite (WAL) by default."""

@@ -1,0 +1,83 @@
+"""The store: SQLite in WAL mode by default, and errors that say the disk is full or locked."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import LargeBinary, event, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from meterchain.store.db import Base, StoreError, StoreFull, StoreLocked, open_store
+
+
+class BlobRow(Base):
+    """A table another area might add: proves Base is extensible by plain subclassing."""
+
+    __tablename__ = "test_blobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}", busy_timeout_ms=1234)
+    with store.session() as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+
+
+def test_the_database_directory_is_created(tmp_path: Path) -> None:
+    open_store(f"sqlite:///{tmp_path / 'var' / 'deep' / 'm.db'}").close()
+    assert (tmp_path / "var" / "deep" / "m.db").exists()
+
+
+def test_tables_of_other_areas_are_created_from_base(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    with store.session() as session:
+        session.add(BlobRow(payload=b"x"))
+    with store.session() as session:
+        assert session.get(BlobRow, 1) is not None
+
+
+def test_a_failed_session_rolls_back(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    with pytest.raises(RuntimeError), store.session() as session:
+        session.add(BlobRow(payload=b"x"))
+        session.flush()
+        raise RuntimeError
+    with store.session() as session:
+        assert session.get(BlobRow, 1) is None
+
+
+def test_a_full_database_says_it_is_full(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+
+    @event.listens_for(store.engine, "connect")
+    def _tiny(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA max_page_count = 12")  # stands for a full disk
+
+    store.engine.dispose()
+    with pytest.raises(StoreFull, match=r"is full.*free disk space"), store.session() as session:
+        for _ in range(20):
+            session.add(BlobRow(payload=bytes(4096)))
+            session.flush()
+
+
+def test_a_locked_database_says_it_is_locked(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = open_store(f"sqlite:///{path}", busy_timeout_ms=50)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        with pytest.raises(StoreLocked, match="locked"), store.session() as session:
+            session.add(BlobRow(payload=b"x"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_bad_url_is_reported() -> None:
+    with pytest.raises(StoreError, match="bad database URL"):
+        open_store("not a url")
