@@ -118,7 +118,7 @@ class Scenario(Strict):
 
     @property
     def intervals(self) -> int:
-        return int(self.days * 86400 // self.interval_s)
+        return round(self.days * 86400 / self.interval_s)
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -19,6 +19,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
+from web3.logs import EventLogErrorFlags
 from web3.types import EventData, TxReceipt
 
 from meterchain.chain.artifacts import all_abis, load_artifact
@@ -158,7 +159,8 @@ class _ContractClient:
 
     def events_in(self, receipt: TxReceipt, name: str) -> list[EventData]:
         """Decoded logs of event `name` emitted by this contract in one transaction."""
-        return list(self.contract.events[name]().process_receipt(receipt))
+        event = self.contract.events[name]()
+        return list(event.process_receipt(receipt, errors=EventLogErrorFlags.Discard))
 
 
 class MeterRegistryClient(_ContractClient):
@@ -408,8 +410,15 @@ class EnergyMarketClient(_ContractClient):
         return int(self._call("balanceOf", _meter_bytes(meter_id)))
 
     def balances(self, meter_ids: Iterable[str | bytes]) -> dict[bytes, int]:
-        """Internal balances of several meters, by on-chain meter id."""
-        return {_meter_bytes(m): self.balance_of(m) for m in meter_ids}
+        """Internal balances of several meters, by on-chain meter id: one JSON-RPC batch."""
+        ids = [_meter_bytes(m) for m in meter_ids]
+        if len(ids) <= 1:
+            return {i: self.balance_of(i) for i in ids}
+        with self.w3.batch_requests() as batch:
+            for meter_id in ids:
+                batch.add(self.contract.functions.balanceOf(meter_id))
+            values = batch.execute()
+        return {i: int(cast(Any, v)) for i, v in zip(ids, values, strict=True)}
 
     def meter_account(self, meter_id: str | bytes) -> MeterAccount:
         last_interval, import_wh, export_wh, balance = self._call(

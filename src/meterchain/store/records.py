@@ -2,6 +2,9 @@
 
 One table of JSON records keyed by (agent, kind, key). `put_once` is how an agent makes a step
 idempotent: the first write wins, and a restarted agent finds what it already did.
+
+An agent is the only writer of its own records, so each `Records` keeps a read-through cache:
+a record is read from the database once, and a write is one short transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterchain.store.db import Base, Store
@@ -34,34 +37,58 @@ class Records:
     def __init__(self, store: Store, agent: str) -> None:
         self.store = store
         self.agent = agent
+        self._cache: dict[str, dict[str, dict[str, Any]]] = {}
         store.create_all()
+
+    def all(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every record of `kind`, by key, oldest first."""
+        cached = self._cache.get(kind)
+        if cached is None:
+            with self.store.session() as session:
+                rows = session.execute(
+                    select(RecordRow.key, RecordRow.payload)
+                    .where(RecordRow.agent == self.agent, RecordRow.kind == kind)
+                    .order_by(RecordRow.id)
+                )
+                cached = {key: dict(json.loads(payload)) for key, payload in rows}
+            self._cache[kind] = cached
+        return cached
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.all(kind).get(key)
 
     def put_once(self, kind: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Store `payload` unless a record exists; return the record that is kept."""
-        with self.store.session() as session:
-            row = session.scalar(self._query(kind, key))
-            if row is not None:
-                existing: dict[str, Any] = json.loads(row.payload)
-                return existing
-            session.add(
-                RecordRow(
-                    agent=self.agent,
-                    kind=kind,
-                    key=key,
-                    payload=json.dumps(payload, default=str),
-                    created_at=datetime.now(UTC),
-                )
-            )
+        records = self.all(kind)
+        existing = records.get(key)
+        if existing is not None:
+            return existing
+        self._write(kind, key, payload, replace=False)
+        records[key] = payload
         return payload
 
     def put(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         """Store or replace a record."""
+        records = self.all(kind)
+        self._write(kind, key, payload, replace=key in records)
+        records[key] = payload
+
+    def _write(self, kind: str, key: str, payload: dict[str, Any], *, replace: bool) -> None:
+        text = json.dumps(payload, default=str)
         with self.store.session() as session:
-            row = session.scalar(self._query(kind, key))
-            text = json.dumps(payload, default=str)
-            if row is None:
-                session.add(
-                    RecordRow(
+            if replace:
+                session.execute(
+                    update(RecordRow)
+                    .where(
+                        RecordRow.agent == self.agent,
+                        RecordRow.kind == kind,
+                        RecordRow.key == key,
+                    )
+                    .values(payload=text)
+                )
+            else:
+                session.execute(
+                    insert(RecordRow).values(
                         agent=self.agent,
                         kind=kind,
                         key=key,
@@ -69,25 +96,3 @@ class Records:
                         created_at=datetime.now(UTC),
                     )
                 )
-            else:
-                row.payload = text
-
-    def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        with self.store.session() as session:
-            row = session.scalar(self._query(kind, key))
-            return None if row is None else dict(json.loads(row.payload))
-
-    def all(self, kind: str) -> dict[str, dict[str, Any]]:
-        """Every record of `kind`, by key, oldest first."""
-        with self.store.session() as session:
-            rows = session.scalars(
-                select(RecordRow)
-                .where(RecordRow.agent == self.agent, RecordRow.kind == kind)
-                .order_by(RecordRow.id)
-            )
-            return {row.key: dict(json.loads(row.payload)) for row in rows}
-
-    def _query(self, kind: str, key: str) -> Any:
-        return select(RecordRow).where(
-            RecordRow.agent == self.agent, RecordRow.kind == kind, RecordRow.key == key
-        )
