@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pytest
 
 from meterchain.der import Battery, DeferrableLoad, DerProblem, Site, optimise
@@ -9,8 +12,8 @@ from meterchain.der import Battery, DeferrableLoad, DerProblem, Site, optimise
 HOUR_S = 3600
 
 
-def battery(**changes: float) -> Battery:
-    values: dict[str, float] = {
+def battery(**changes: Any) -> Battery:
+    values: dict[str, Any] = {
         "capacity_wh": 10_000,
         "max_charge_power_w": 2_000,
         "max_discharge_power_w": 2_000,
@@ -25,10 +28,10 @@ def battery(**changes: float) -> Battery:
 
 def hourly(
     *,
-    pv: list[float],
-    load: list[float],
-    buy: list[float],
-    sell: list[float],
+    pv: Sequence[float],
+    load: Sequence[float],
+    buy: Sequence[float],
+    sell: Sequence[float],
     site: Site | None = None,
     **extra: object,
 ) -> DerProblem:
@@ -322,3 +325,51 @@ def test_marginal_value_is_the_cost_of_serving_one_more_kwh() -> None:
     assert plan.marginal_value_per_kwh[0] == pytest.approx(0.20)
     # evening energy comes from night energy through two conversions
     assert plan.marginal_value_per_kwh[6] == pytest.approx(0.20 / 0.95 / 0.95)
+
+
+def test_battery_barred_from_grid_charging_waits_for_the_sun() -> None:
+    site = Site("house", battery(grid_charging=False))
+    problem = hourly(
+        pv=[0, 0, 1_500, 0],
+        load=[300, 300, 300, 1_500],
+        buy=[0.2, 0.2, 0.5, 1.5],
+        sell=[0.05] * 4,
+        initial_soc_fraction=0.1,
+        site=site,
+    )
+    plan = optimise(problem)
+    assert plan.charge_w[:2] == pytest.approx([0, 0], abs=1e-6)
+    assert plan.charge_w[2] == pytest.approx(1_200)
+
+
+def test_battery_barred_from_feeding_the_grid_never_makes_the_site_export() -> None:
+    site = Site("house", battery(grid_discharging=False))
+    problem = hourly(
+        pv=[0] * 2,
+        load=[200] * 2,
+        buy=[0.5] * 2,
+        sell=[2.0] * 2,
+        initial_soc_fraction=0.9,
+        site=site,
+    )
+    plan = optimise(problem)
+    assert plan.export_w == pytest.approx([0, 0], abs=1e-6)
+    assert plan.discharge_w == pytest.approx([200, 200])
+
+
+@pytest.mark.parametrize(("cycle_cost", "cycles"), [(0.9, False), (0.1, True)])
+def test_battery_cycles_only_when_the_spread_pays_for_its_wear(
+    cycle_cost: float, cycles: bool
+) -> None:
+    site = Site("house", battery(cycle_cost_per_kwh=cycle_cost))
+    problem = hourly(
+        pv=[0] * 2,
+        load=[0, 1_000],
+        buy=[0.2, 1.0],
+        sell=[0.0] * 2,
+        initial_soc_fraction=0.1,
+        target_soc_fraction=0.1,
+        site=site,
+    )
+    # Shifting a kWh costs 0.2 / 0.95 / 0.95 = 0.22 plus the wear, against 1.0 from the grid.
+    assert (optimise(problem).discharge_w[1] > 0) is cycles

@@ -12,6 +12,7 @@ from meterchain.der import (
     DerProblem,
     InfeasibleProblem,
     Site,
+    SolverFailed,
     optimise,
 )
 
@@ -155,15 +156,17 @@ def tight_problems(draw: st.DrawFn) -> DerProblem:
         max_discharge_power_w=draw(st.floats(0, 2_000)),
     )
     start = draw(st.integers(0, steps - 1))
+    power = draw(st.floats(500, 4_000))
     loads = [
         DeferrableLoad(
             "ev",
-            energy_wh=draw(st.floats(0, 4_000)),
+            energy_wh=draw(st.one_of(st.floats(0, 4_000), st.sampled_from([power / 4, power]))),
             start_step=start,
             end_step=draw(st.integers(start + 1, steps)),
-            max_power_w=draw(st.floats(500, 4_000)),
-            min_power_w=draw(st.sampled_from([0.0, 500.0])),
+            max_power_w=power,
+            min_power_w=draw(st.sampled_from([0.0, 500.0, power])),
             surplus_only=draw(st.booleans()),
+            single_block=draw(st.booleans()),
         )
     ]
     return DerProblem(
@@ -196,3 +199,9 @@ def test_every_refusal_names_a_constraint(plan_problem: DerProblem) -> None:
     assert site.import_limit_w is not None and site.export_limit_w is not None
     assert max(plan.import_w) <= site.import_limit_w + 1e-4
     assert max(plan.export_w) <= site.export_limit_w + 1e-4
+
+
+def test_solver_out_of_time_says_so_and_what_to_change() -> None:
+    plan_problem = problem(Site("house", Battery(10_000, 2_000, 2_000)), steps=4)
+    with pytest.raises(SolverFailed, match=r"Time limit reached.*raise time_limit_s"):
+        optimise(plan_problem, time_limit_s=0.0)

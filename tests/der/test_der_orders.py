@@ -29,17 +29,15 @@ def hourly(pv: list[float], load: list[float], buy: list[float], **extra: object
 def test_planned_import_becomes_a_bid_at_the_buy_price() -> None:
     problem = hourly([0, 0], [800, 800], [0.7, 0.7], site=Site("house"))
     [bid] = planned_exchange(problem, optimise(problem))
-    assert (bid.side, bid.quantity_wh, bid.limit_price) == (Side.BUY, 800, pytest.approx(0.7))
+    assert (bid.side, bid.quantity_wh) == (Side.BUY, 800)
+    assert bid.limit_price == pytest.approx(0.7)
 
 
 def test_planned_export_becomes_an_offer_at_the_sell_price() -> None:
     problem = hourly([3_000, 0], [500, 0], [0.7, 0.7], site=Site("house"))
     [offer] = planned_exchange(problem, optimise(problem))
-    assert (offer.side, offer.quantity_wh, offer.limit_price) == (
-        Side.SELL,
-        2_500,
-        pytest.approx(0.2),
-    )
+    assert (offer.side, offer.quantity_wh) == (Side.SELL, 2_500)
+    assert offer.limit_price == pytest.approx(0.2)
 
 
 def test_spare_battery_room_is_bid_at_what_the_energy_saves_later() -> None:

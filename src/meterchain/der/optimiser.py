@@ -18,6 +18,8 @@ penalties below. How the awkward cases are handled (docs/der.md says more):
 * The target SoC at the end of the horizon is soft by default, with a penalty per Wh larger
   than the dearest way of charging: it is met whenever it can be, and when it cannot the plan
   still runs and reports the shortfall. `strict_target=True` makes a shortfall an error.
+* Solving starts from the LP relaxation and only falls back to branch and bound when the
+  relaxation's binaries cannot be read off (see `optimise`); the result is optimal either way.
 * An infeasible problem is explained, never just "infeasible": first by pre-checks with exact
   arithmetic on each constraint group, then, if the solver still finds no solution, by
   re-solving with slack variables on the energy balance, each deferrable load's energy and the
@@ -248,7 +250,8 @@ def _build(
         soc0 = problem.initial_soc_wh
         floor, ceiling = min(battery.soc_min_wh, soc0), max(battery.soc_max_wh, soc0)
         layout.charge = model.cols([0.0] * steps, [charge_max] * steps, [0.0] * steps)
-        layout.discharge = model.cols([0.0] * steps, [discharge_max] * steps, [0.0] * steps)
+        wear = scale * battery.cycle_cost_per_kwh * step_h / 1000.0
+        layout.discharge = model.cols([0.0] * steps, [discharge_max] * steps, [wear] * steps)
         layout.soc = model.cols([floor] * steps, [ceiling] * steps, [0.0] * steps)
         for t in range(steps):
             cols = [layout.soc[t], layout.charge[t], layout.discharge[t]]
@@ -315,23 +318,31 @@ def _build(
             # A fixed-power block (a washing machine): choose its start, not its power per
             # step. This start-time formulation's LP relaxation is a mix of whole blocks, so
             # it is far tighter than on/off binaries per step.
-            starts = {a: model.binary() for a in range(load.start_step, load.end_step - block + 1)}
-            layout.deferrable_block[load.name] = starts
-            for a, col in starts.items():
+            first_steps = range(load.start_step, load.end_step - block + 1)
+            block_start = {a: model.binary() for a in first_steps}
+            layout.deferrable_block[load.name] = block_start
+            for a, col in block_start.items():
                 model.switch_on[col] = (power[a], power[a - 1] if a > load.start_step else None)
-            model.row(list(starts.values()), [1.0] * len(starts), 0.0 if elastic else 1.0, 1.0)
+            model.row(
+                list(block_start.values()), [1.0] * len(block_start), 0.0 if elastic else 1.0, 1.0
+            )
             for t in load.window:
-                covering = [starts[a] for a in starts if a <= t < a + block]
+                covering = [block_start[a] for a in block_start if a <= t < a + block]
                 model.row(
                     [power[t], *covering], [1.0] + [-load.max_power_w] * len(covering), 0.0, 0.0
                 )
         elif load.min_power_w > 0 or load.single_block:
             on = {t: model.binary(power[t]) for t in load.window}
             layout.deferrable_on[load.name] = on
+            floor = load.min_power_w
+            if load.single_block and floor == 0 and load.energy_wh > 0:
+                # "on" must mean drawing power, or a block could idle inside itself; the floor
+                # is small enough that the whole window at the floor never exceeds the energy
+                floor = min(1.0, load.energy_wh / (len(load.window) * step_h))
             for t in load.window:
                 model.row([power[t], on[t]], [1.0, -load.max_power_w], -_INF, 0.0)
-                if load.min_power_w > 0:
-                    model.row([power[t], on[t]], [1.0, -load.min_power_w], 0.0, _INF)
+                if floor > 0:
+                    model.row([power[t], on[t]], [1.0, -floor], 0.0, _INF)
             if load.single_block:
                 starts = []
                 for t in load.window:
@@ -343,9 +354,19 @@ def _build(
                     values = [1.0, -1.0] + ([-1.0] if t > load.start_step else [])
                     model.row(cols, values, -_INF, 0.0)
                 model.row(starts, [1.0] * len(starts), -_INF, 1.0)
+    if battery is not None and not battery.grid_charging:
+        # A battery barred from grid charging is one more user of the surplus.
+        for t in range(steps):
+            if surplus[t] > 0:
+                surplus_users.setdefault(t, []).append(layout.charge[t])
+            else:
+                model.upper[layout.charge[t]] = 0.0
     for t, users in surplus_users.items():
-        # Surplus-only loads share the PV that is neither used by the base load nor curtailed.
+        # Surplus users share the PV that is neither used by the base load nor curtailed.
         model.row([*users, layout.curt[t]], [1.0] * (len(users) + 1), -_INF, surplus[t])
+    if battery is not None and not battery.grid_discharging:
+        for t in range(steps):  # export only PV: the battery never feeds the grid
+            model.row([layout.exp[t], layout.curt[t]], [1.0, 1.0], -_INF, problem.pv_w[t])
 
     for t in range(steps):
         cols = [layout.imp[t], layout.exp[t], layout.curt[t]]
@@ -580,7 +601,9 @@ def optimise(
     The LP relaxation is solved first. When its binaries can be read off its solution (no
     simultaneous charge and discharge, no load below its minimum power, ...) that solution is
     already optimal for the MILP, since the relaxation bounds it from below; this holds on most
-    ordinary days and is ~30 times faster. Otherwise HiGHS's branch and bound runs.
+    ordinary days and takes ~10 ms instead of ~150 ms for 96 steps. Failing that, a guessed
+    on/off pattern for the deferrable loads is tried (optimal if it reaches the relaxation's
+    bound, else a starting solution), then HiGHS's branch and bound runs.
 
     With `marginal_values`, the duals of the LP with every binary fixed at the plan price energy
     at each step (`DerSchedule.marginal_value_per_kwh`) and energy in the battery
@@ -598,16 +621,21 @@ def optimise(
     x, method, optimal, mip_gap = solved
     marginal: tuple[float, ...] | None = None
     battery_value: tuple[float, ...] | None = None
-    if marginal_values:
-        row_dual = _fixed_lp_duals(solver, model, x)
-        if row_dual is not None:
-            marginal = tuple(
-                float(row_dual[r]) / (OBJECTIVE_SCALE / 1000.0) / problem.step_h
-                for r in layout.balance_rows
-            )
-            battery_value = tuple(
-                -float(row_dual[r]) * 1000.0 / OBJECTIVE_SCALE for r in layout.soc_rows
-            )
+    row_dual: FloatArray | None = None
+    if marginal_values or method == "milp":
+        # The LP with every binary fixed: exact values where branch and bound left binaries a
+        # tolerance away from 0 or 1, and the duals that price energy.
+        polished = _fixed_lp(solver, model, x)
+        if polished is not None:
+            x, row_dual = polished
+    if marginal_values and row_dual is not None:
+        marginal = tuple(
+            float(row_dual[r]) / (OBJECTIVE_SCALE / 1000.0) / problem.step_h
+            for r in layout.balance_rows
+        )
+        battery_value = tuple(
+            -float(row_dual[r]) * 1000.0 / OBJECTIVE_SCALE for r in layout.soc_rows
+        )
     return _schedule(
         problem,
         layout,
@@ -695,13 +723,15 @@ def _deferrable_guess(
     step_h, guess = problem.step_h, {}
     cost = price if price is not None else [0.0] * problem.steps
     for load in problem.deferrable_loads:
-        starts = layout.deferrable_block.get(load.name)
-        if starts:
+        block_start = layout.deferrable_block.get(load.name)
+        if block_start:
+            # the start the relaxation leaned on most; ties go to the cheapest block
             block = _fixed_block_steps(load, step_h) or 1
             best = max(
-                starts, key=lambda a: (round(float(x[starts[a]]), 6), -sum(cost[a : a + block]))
+                block_start,
+                key=lambda a: (round(float(x[block_start[a]]), 6), -sum(cost[a : a + block])),
             )
-            guess.update({col: 1.0 if a == best else 0.0 for a, col in starts.items()})
+            guess.update({col: 1.0 if a == best else 0.0 for a, col in block_start.items()})
             continue
         on = layout.deferrable_on.get(load.name)
         if not on:
@@ -714,11 +744,11 @@ def _deferrable_guess(
         elif load.single_block:
             # The block that holds most of the energy the relaxation gave the load; ties go to
             # the block where energy is cheapest by the relaxation's duals.
-            used = {t: float(x[power[t]]) for t in window}
+            energy = {t: float(x[power[t]]) for t in window}
             first = min(
                 range(load.start_step, load.end_step - fewest + 1),
                 key=lambda a: (
-                    -round(sum(used[t] for t in range(a, a + fewest)), 6),
+                    -round(sum(energy[t] for t in range(a, a + fewest)), 6),
                     sum(cost[a : a + fewest]),
                 ),
             )
@@ -786,8 +816,10 @@ def _solve(
     return x, "milp" if model.integer else "lp", optimal, mip_gap
 
 
-def _fixed_lp_duals(solver: highspy.Highs, model: _Model, x: FloatArray) -> FloatArray | None:
-    """Row duals of the LP left when every binary is fixed at its value in the plan."""
+def _fixed_lp(
+    solver: highspy.Highs, model: _Model, x: FloatArray
+) -> tuple[FloatArray, FloatArray] | None:
+    """Solution and row duals of the LP left when every binary is fixed at its value in `x`."""
     if model.integer:
         cols = np.asarray(model.integer, dtype=np.int32)
         fixed = np.round(x[cols])
@@ -797,7 +829,10 @@ def _fixed_lp_duals(solver: highspy.Highs, model: _Model, x: FloatArray) -> Floa
     solution = solver.getSolution()
     if solver.getModelStatus() != highspy.HighsModelStatus.kOptimal or not solution.dual_valid:
         return None
-    return np.asarray(solution.row_dual, dtype=np.float64)
+    return (
+        np.asarray(solution.col_value, dtype=np.float64),
+        np.asarray(solution.row_dual, dtype=np.float64),
+    )
 
 
 def _values(x: FloatArray, cols: Sequence[int], steps: int) -> tuple[float, ...]:
@@ -821,6 +856,7 @@ def _schedule(
     steps, battery = problem.steps, problem.site.battery
     import_w = _values(x, layout.imp, steps)
     export_w = _values(x, layout.exp, steps)
+    discharge_w = _values(x, layout.discharge, steps)
     deferrable = {}
     for load in problem.deferrable_loads:
         power = layout.deferrable[load.name]
@@ -847,11 +883,16 @@ def _schedule(
         import_w=import_w,
         export_w=export_w,
         charge_w=_values(x, layout.charge, steps),
-        discharge_w=_values(x, layout.discharge, steps),
+        discharge_w=discharge_w,
         soc_wh=tuple(float(x[c]) for c in layout.soc) if layout.soc else (0.0,) * steps,
         curtailment_w=_values(x, layout.curt, steps),
         deferrable_w=deferrable,
         cost=grid_cost(problem, import_w, export_w),
+        battery_wear_cost=(
+            battery.cycle_cost_per_kwh * sum(discharge_w) * problem.step_h / 1000.0
+            if battery
+            else 0.0
+        ),
         penalty=penalty_per_kwh(problem) / 1000.0 * ((below + above) + short),
         target_shortfall_wh=short,
         soc_outside_bounds_wh_steps=below + above,

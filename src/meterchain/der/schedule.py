@@ -49,8 +49,9 @@ class NextInterval:
 class DerSchedule:
     """A plan over the horizon. Powers are averages over each step; `soc_wh` is at each step's end.
 
-    `cost` is the grid bill alone; `penalty` is what the soft constraints (SoC outside its bounds,
-    target missed) added to the objective, reported so that nobody mistakes it for money.
+    `cost` is the grid bill alone; `battery_wear_cost` is the battery's cycle cost, and `penalty`
+    what the soft constraints (SoC outside its bounds, target missed) added to the objective,
+    reported apart so that nobody mistakes a penalty for money.
     `marginal_value_per_kwh[t]` is the dual of step t's energy balance in the LP with the
     binaries fixed at the plan: what one more kWh of demand at step t would cost the site.
     `battery_value_per_kwh[t]` is the dual of the SoC balance at the end of step t: what one more
@@ -68,6 +69,7 @@ class DerSchedule:
     curtailment_w: tuple[float, ...]
     deferrable_w: Mapping[str, tuple[float, ...]]
     cost: float
+    battery_wear_cost: float = 0.0
     penalty: float = 0.0
     target_shortfall_wh: float = 0.0
     soc_outside_bounds_wh_steps: float = 0.0

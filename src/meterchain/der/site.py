@@ -60,6 +60,10 @@ class Battery:
 
     Efficiencies are one-way: storing `e` Wh from the AC side adds `e * charge_efficiency` Wh,
     and taking `e` Wh out of the cells delivers `e * discharge_efficiency` Wh on the AC side.
+    `grid_charging` False lets it charge only from the PV surplus over the base load (the same
+    surplus that surplus-only loads share); `grid_discharging` False keeps its energy
+    for the site (it never makes the site export). `cycle_cost_per_kwh` prices the wear of each
+    kWh discharged, so that a cycle is only made when it pays more than that.
     """
 
     capacity_wh: float
@@ -69,8 +73,12 @@ class Battery:
     discharge_efficiency: float = 0.95
     soc_min_fraction: float = 0.1
     soc_max_fraction: float = 0.95
+    grid_charging: bool = True
+    grid_discharging: bool = True
+    cycle_cost_per_kwh: float = 0.0
 
     def __post_init__(self) -> None:
+        _at_least("battery cycle_cost_per_kwh", self.cycle_cost_per_kwh, 0.0)
         if _finite("battery capacity_wh", self.capacity_wh) <= 0:
             raise InvalidSite(f"battery capacity_wh must be positive, got {self.capacity_wh:g}")
         _at_least("battery max_charge_power_w", self.max_charge_power_w, 0.0)
@@ -101,7 +109,8 @@ class DeferrableLoad:
 
     `min_power_w` > 0 makes it semi-continuous: off, or between min and max power (a heat pump,
     an EV charger that cannot go below 6 A). `single_block` makes it run in one uninterrupted
-    stretch (a washing machine). `surplus_only` lets it draw only on PV surplus: the PV forecast
+    stretch (a washing machine), drawing at least min_power_w (or a token 1 W) in every step
+    of it. `surplus_only` lets it draw only on PV surplus: the PV forecast
     above the base load, minus what is curtailed.
     """
 
