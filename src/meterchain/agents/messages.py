@@ -29,10 +29,12 @@ class Content(BaseModel):
 @content_type("tick")
 class Tick(Content):
     """A moment of an interval: prosumers send orders at `order` and readings at `delivery`
-    (the interval's end); the market clears at `clear` (gate closure) and settles at `settle`."""
+    (the interval's end); the market clears at `clear` (gate closure) and settles at `settle`.
+    A tick handled after its `deadline` (a board that was busy or down) is too late to act on."""
 
     interval_start: datetime
     phase: Literal["order", "clear", "delivery", "settle"]
+    deadline: datetime | None = None
 
 
 @content_type("tariffs")

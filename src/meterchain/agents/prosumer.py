@@ -92,12 +92,22 @@ class ProsumerAgent(Agent):
         self.tariffs = TariffNotice(retail_price=0.95, feed_in_price=0.25)
         self.curtail: dict[str, float] = {}
         self.pending_battery_w: dict[str, float] = {}
+        self.pending_exchange_wh: dict[str, tuple[float, float]] = {}
+        self.last_read_at: datetime | None = None  # on the agent's clock
 
     async def setup(self) -> None:
         await self.bus.join(self.name, self.community)
 
     async def handle(self, envelope: Envelope, content: BaseModel) -> None:
         if isinstance(content, Tick):
+            if content.deadline is not None and self.clock.now() >= content.deadline:
+                log.warning(
+                    "%s: the %s tick of interval %s came after its deadline; skipped",
+                    self.name,
+                    content.phase,
+                    interval_key(content.interval_start),
+                )
+                return
             if content.phase == "order":
                 await self.submit_orders(content.interval_start)
             elif content.phase == "delivery":
@@ -114,7 +124,9 @@ class ProsumerAgent(Agent):
         delay = self.retry_delay_s
         for attempt in range(1, self.meter_retries + 1):
             try:
-                return await self.meter.read()
+                reading = await self.meter.read()
+                self.last_read_at = self.clock.now()
+                return reading
             except MeterError as exc:
                 log.warning(
                     "%s: read %d/%d failed: %s", self.name, attempt, self.meter_retries, exc
@@ -142,6 +154,10 @@ class ProsumerAgent(Agent):
         submissions = [OrderSubmission.model_validate(o) for o in prepared["orders"]]
         if prepared.get("battery_power_w") is not None:
             self.pending_battery_w[key] = float(prepared["battery_power_w"])
+            self.pending_exchange_wh[key] = (
+                float(prepared.get("expected_import_wh", 0.0)),
+                float(prepared.get("expected_export_wh", 0.0)),
+            )
         for submission in submissions:
             await self.send(self.market, Performative.PROPOSE, submission)
         if not submissions:
@@ -152,11 +168,14 @@ class ProsumerAgent(Agent):
 
     async def _prepare_orders(self, interval_start: datetime) -> dict[str, object]:
         interval = int(interval_start.timestamp())
-        try:
-            reading = await self.read_meter()
-            self.records.put_once("readings", f"{interval}:order", reading.as_json())
-        except MeterError as exc:
-            log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
+        last = self.last_read_at
+        fresh = last is not None and abs((self.clock.now() - last).total_seconds()) < 60
+        if not fresh:  # the reading at the end of the last interval is the one at this start
+            try:
+                reading = await self.read_meter()
+                self.records.put_once("readings", f"{interval}:order", reading.as_json())
+            except MeterError as exc:
+                log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
         soc = await self.battery.soc_fraction() if self.battery is not None else None
         tariffs = self.tariffs
         curtail = self.curtail.get(str(interval))
@@ -188,7 +207,12 @@ class ProsumerAgent(Agent):
                     signature="0x" + signed.signature.hex(),
                 ).model_dump()
             )
-        return {"orders": orders, "battery_power_w": plan.battery_power_w}
+        return {
+            "orders": orders,
+            "battery_power_w": plan.battery_power_w,
+            "expected_import_wh": plan.expected_import_wh,
+            "expected_export_wh": plan.expected_export_wh,
+        }
 
     async def on_cleared(self, notice: ClearingNotice) -> None:
         """Record this meter's trades and apply the battery set-point for the interval."""
@@ -197,8 +221,13 @@ class ProsumerAgent(Agent):
             "trades", str(notice.interval), {"trades": [t.model_dump() for t in mine]}
         )
         setpoint = self.pending_battery_w.pop(str(notice.interval), None)
+        expected = self.pending_exchange_wh.pop(str(notice.interval), (0.0, 0.0))
         if self.battery is not None and setpoint is not None:
-            await self.battery.set_power_w(setpoint)
+            bought = sum(t.quantity_wh for t in mine if t.buyer == self.meter_id)
+            sold = sum(t.quantity_wh for t in mine if t.seller == self.meter_id)
+            await self.battery.set_power_w(
+                setpoint_after_trades(setpoint, expected, bought, sold, self.planner.step_s)
+            )
         await self._ack("cleared", notice.interval)
 
     async def report_delivery(self, interval_start: datetime) -> None:
@@ -232,6 +261,26 @@ class ProsumerAgent(Agent):
             self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
         )
         await self._ack("delivery", interval)
+
+
+def setpoint_after_trades(
+    planned_w: float,
+    expected_wh: tuple[float, float],
+    bought_wh: int,
+    sold_wh: int,
+    step_s: int,
+) -> float:
+    """The battery set-point that delivers what the market matched.
+
+    The plan's set-point covers the planned import or export; energy matched beyond it (a
+    flexible block a neighbour took) must come from the battery: sold beyond the plan is
+    discharged, bought beyond the plan is stored.
+    """
+    expected_import_wh, expected_export_wh = expected_wh
+    step_h = step_s / 3600
+    extra_charge_w = max(bought_wh - expected_import_wh, 0.0) / step_h
+    extra_discharge_w = max(sold_wh - expected_export_wh, 0.0) / step_h
+    return planned_w + extra_charge_w - extra_discharge_w
 
 
 def next_interval_start(moment: datetime, interval_s: int) -> datetime:

@@ -156,6 +156,24 @@ class Agent:
         await self.bus.send(envelope)
         return envelope
 
+    def post_local(self, content: BaseModel) -> Envelope:
+        """Put a message to this agent itself straight into its mailbox, not through the bus.
+
+        A deployed process's Ticker posts its phase ticks this way: they are handled in order
+        with the messages that arrive, and need no broker to get there.
+        """
+        if self._mailbox is None:
+            raise RuntimeError(f"agent {self.name} has no mailbox yet: start it first")
+        envelope = Envelope(
+            performative=Performative.INFORM,
+            sender=self.name,
+            receiver=self.name,
+            content_type=content_type_of(content),
+            content=content.model_dump(mode="json"),
+        )
+        self._mailbox.put_nowait(envelope)
+        return envelope
+
     async def reply(self, to: Envelope, performative: Performative, content: BaseModel) -> Envelope:
         return await self.send(
             to.sender,

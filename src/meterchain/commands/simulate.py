@@ -13,8 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from meterchain.commands.errors import USER_ERRORS, user_errors
 from meterchain.config import ConfigError, Scenario, load_toml
+from meterchain.sim.errors import SimulationError
 
-USER_ERRORS.append(ConfigError)
+USER_ERRORS.extend([ConfigError, SimulationError])
 
 console = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import shutil
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ from meterchain.meters.registry import open_meter
 from meterchain.meters.sim.physical import BatterySpec, PhysicalMeter
 from meterchain.meters.sim.registry import client_url, start_simulator
 from meterchain.meters.sim.server import RunningServer
+from meterchain.sim.errors import SimulationError
 from meterchain.sim.profiles import StepProfile, household_load_w, pv_power_w
 from meterchain.sim.results import (
     HouseholdInterval,
@@ -88,10 +90,21 @@ class Coordinator(Agent):
             self._changed.set()
 
     async def wait_for(self, whats: tuple[str, ...], interval: int, count: int) -> None:
-        async with asyncio.timeout(PHASE_TIMEOUT_S):
-            while sum(self.acks[(what, interval)] for what in whats) < count:
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(PHASE_TIMEOUT_S):
+                while self.count(whats, interval) < count:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            moment = datetime.fromtimestamp(interval, UTC).isoformat()
+            raise SimulationError(
+                f"only {self.count(whats, interval)} of {count} agents finished "
+                f"'{whats[0]}' for the interval starting {moment} within {PHASE_TIMEOUT_S:g} s; "
+                "the log above says which agent failed and why"
+            ) from None
+
+    def count(self, whats: tuple[str, ...], interval: int) -> int:
+        return sum(self.acks[(what, interval)] for what in whats)
 
 
 @dataclass
@@ -266,7 +279,9 @@ async def run_community(
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mc-sim-")))
-        work_dir.mkdir(parents=True, exist_ok=True)
+        elif work_dir.exists():
+            shutil.rmtree(work_dir)  # a simulation starts from nothing: a new chain, new stores
+        work_dir.mkdir(parents=True)
         clock = ManualClock(scenario.start)
         households = _build_households(scenario, clock)
         chain = await asyncio.to_thread(_setup_chain, scenario, households, work_dir)
@@ -325,6 +340,8 @@ async def _run_agents(
                     meter_id=household.config.meter_id,
                     step_s=scenario.interval_s,
                     horizon_steps=HORIZON_STEPS,
+                    # A battery can offer its spare headroom to neighbours, priced by re-solving.
+                    flexible_orders=household.config.battery_kwh > 0,
                 ),
                 records=Records(store, f"prosumer-{household.config.meter_id}"),
                 clock=clock,
