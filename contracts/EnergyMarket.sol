@@ -356,8 +356,8 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         bytes32 digest = _orderDigest(
             meterId, interval, (fields >> 184) & 0xff, (fields >> 120) & _U64, (fields >> 56) & _U64, fields >> 192
         );
-        address recovered = _recover(
-            digest, _word(orders, offset + 57), _word(orders, offset + 89), uint8(bytes1(_word(orders, offset + 121)))
+        (address recovered,,) = ECDSA.tryRecover(
+            digest, uint8(bytes1(_word(orders, offset + 121))), _word(orders, offset + 57), _word(orders, offset + 89)
         );
         if (recovered != signer) revert InvalidOrderSignature(meterId, uint64(fields >> 192), recovered);
     }
@@ -578,9 +578,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         address signer = _activeSigner(meterId);
         uint256 counters = uint256(_word(entries, offset));
         bytes32 digest = _readingDigest(meterId, interval, counters >> 192, (counters >> 128) & _U64);
-        address recovered = _recover(
-            digest, _word(entries, offset + 16), _word(entries, offset + 48), uint8(bytes1(_word(entries, offset + 80)))
-        );
+        address recovered = _recover(digest, entries[offset + 16:offset + 81]);
         if (recovered != signer) revert InvalidReadingSignature(meterId, recovered);
     }
 
@@ -716,7 +714,8 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         assembly ("memory-safe") {
             mstore(0x00, selector)
             mstore(0x04, meterId)
-            if iszero(and(gt(returndatasize(), 0x3f), staticcall(gas(), target, 0x00, 0x24, 0x00, 0x40))) {
+            let ok := staticcall(gas(), target, 0x00, 0x24, 0x00, 0x40)
+            if iszero(and(ok, gt(returndatasize(), 0x3f))) {
                 returndatacopy(0x00, 0x00, returndatasize())
                 revert(0x00, returndatasize())
             }
@@ -773,7 +772,16 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         return _hashTypedDataV4(structHash);
     }
 
-    function _recover(bytes32 digest, bytes32 r, bytes32 s, uint8 v) private pure returns (address recovered) {
+    /// @dev The signer of `digest` from a 65-byte r ‖ s ‖ v signature in calldata (zero if invalid).
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address recovered) {
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 0x20))
+            v := byte(0, calldataload(add(signature.offset, 0x40)))
+        }
         (recovered,,) = ECDSA.tryRecover(digest, v, r, s);
     }
 

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Self, cast
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
+from web3._utils.events import EventLogErrorFlags
 from web3.contract import Contract
-from web3.logs import EventLogErrorFlags
 from web3.types import EventData, TxReceipt
 
 from meterchain.chain.artifacts import all_abis, load_artifact
@@ -388,6 +388,19 @@ class EnergyMarketClient(_ContractClient):
         return self._transact(
             self.contract.functions.settleDelivery(interval, entries), key=key, gas=gas
         )
+
+    def settle_batch_packed(
+        self, interval: int, orders: bytes, trades: bytes, *, key: str | None = None
+    ) -> TxReceipt:
+        """settleBatch with calldata packed by the caller (see meterchain.chain.batch)."""
+        fn = self.contract.functions.settleBatch(interval, orders, trades)
+        return self._transact(fn, key=key)
+
+    def settle_delivery_packed(
+        self, interval: int, entries: bytes, *, key: str | None = None
+    ) -> TxReceipt:
+        """settleDelivery with entries packed by the caller (see meterchain.chain.batch)."""
+        return self._transact(self.contract.functions.settleDelivery(interval, entries), key=key)
 
     def positions(self, interval: int) -> list[Position]:
         """The positions the interval's batch recorded (empty if none), sorted by meter id."""

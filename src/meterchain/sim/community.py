@@ -281,7 +281,7 @@ async def run_community(
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mc-sim-")))
         elif work_dir.exists():
             shutil.rmtree(work_dir)  # a simulation starts from nothing: a new chain, new stores
-        work_dir.mkdir(parents=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
         clock = ManualClock(scenario.start)
         households = _build_households(scenario, clock)
         chain = await asyncio.to_thread(_setup_chain, scenario, households, work_dir)
