@@ -41,7 +41,7 @@ async def fake_meter() -> AsyncIterator[Callable[[Handler], Awaitable[RunningSer
         await server.close()
 
 
-def meter_for(server: RunningServer, retries: int = 0) -> DlmsMeter:
+def meter_for(server: RunningServer, retries: int = 1) -> DlmsMeter:
     url = parse_meter_url(f"dlms+tcp://127.0.0.1:{server.port}?client=16&server=1")
     return DlmsMeter(url, timeout_s=0.2, retries=retries)
 
@@ -64,7 +64,7 @@ async def test_a_silent_meter_times_out_naming_url_and_tries(
         await asyncio.sleep(5)
 
     server = await fake_meter(silent)
-    meter = meter_for(server, retries=1)
+    meter = meter_for(server, retries=2)
     with pytest.raises(
         MeterTimeout, match=r"no answer to read from dlms\+tcp://.* after 2 tries \(0\.2 s each\)"
     ):
@@ -136,7 +136,7 @@ async def test_nobody_listening_is_a_connection_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    meter = DlmsMeter(parse_meter_url(f"dlms+tcp://127.0.0.1:{port}"), timeout_s=0.2, retries=0)
+    meter = DlmsMeter(parse_meter_url(f"dlms+tcp://127.0.0.1:{port}"), timeout_s=0.2, retries=1)
     with pytest.raises(MeterError, match=r"could not connect.*is the meter"):
         await meter.read()
 
@@ -159,7 +159,7 @@ async def test_one_corrupt_answer_is_retried_on_a_new_connection(
             await honest(stream)
 
     server = await fake_meter(flaky)
-    meter = meter_for(server, retries=1)
+    meter = meter_for(server, retries=2)
     assert (await meter.read()).meter_id == "ELT-0001"
     assert connections == 2
     await meter.close()

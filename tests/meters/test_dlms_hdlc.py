@@ -55,7 +55,7 @@ def hdlc_meter(
     timeout_s: float = 1.0,
 ) -> DlmsMeter:
     meter = DlmsMeter(
-        parse_meter_url(f"dlms+hdlc://{link.client_end}?{query}"), timeout_s=timeout_s, retries=0
+        parse_meter_url(f"dlms+hdlc://{link.client_end}?{query}"), timeout_s=timeout_s, retries=1
     )
     opened.append(meter)
     return meter

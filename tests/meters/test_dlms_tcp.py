@@ -42,7 +42,7 @@ async def connect() -> AsyncIterator[MeterFactory]:
     """Open driver instances by URL and close them all at the end of the test."""
     opened: list[DlmsMeter] = []
 
-    def factory(url: str, timeout_s: float = 1.0, retries: int = 0) -> DlmsMeter:
+    def factory(url: str, timeout_s: float = 1.0, retries: int = 1) -> DlmsMeter:
         meter = open_meter(url, timeout_s=timeout_s, retries=retries)
         assert isinstance(meter, DlmsMeter)
         opened.append(meter)
@@ -267,7 +267,7 @@ async def test_bytes_exchanged_counts_every_byte_on_the_wire(
 async def test_reconnects_after_the_meter_drops_the_connection(
     proxy: CountingProxy, connect: MeterFactory
 ) -> None:
-    meter = connect(f"dlms+tcp://127.0.0.1:{proxy.port}", retries=1)
+    meter = connect(f"dlms+tcp://127.0.0.1:{proxy.port}", retries=2)
     await meter.read()
     proxy.cut()
     await asyncio.sleep(0.05)

@@ -56,7 +56,7 @@ async def sunspec(meter: PhysicalMeter) -> AsyncIterator[RunningServer]:
 
 
 @asynccontextmanager
-async def driver(url: str, timeout_s: float = 1.0, retries: int = 1) -> AsyncIterator[ModbusMeter]:
+async def driver(url: str, timeout_s: float = 1.0, retries: int = 2) -> AsyncIterator[ModbusMeter]:
     meter = ModbusMeter(parse_meter_url(url), timeout_s=timeout_s, retries=retries)
     try:
         yield meter
@@ -340,19 +340,19 @@ async def fake_meter(answer: Callable[[bytes], bytes | None]) -> AsyncIterator[i
 async def test_a_silent_meter_times_out_naming_the_url_and_the_tries() -> None:
     async with (
         fake_meter(lambda _request: b"") as port,
-        driver(tcp_url(port), timeout_s=0.2, retries=1) as modbus,
+        driver(tcp_url(port), timeout_s=0.2, retries=2) as modbus,
     ):
         with pytest.raises(MeterTimeout) as caught:
             await modbus.read()
     message = str(caught.value)
     assert "no answer to read holding registers at address 64512 within 0.2 s" in message
-    assert f"modbus+tcp://127.0.0.1:{port}" in message and "in 2 tries" in message
+    assert f"modbus+tcp://127.0.0.1:{port}" in message and "after 2 tries" in message
 
 
 async def test_garbage_instead_of_an_answer_is_a_frame_error() -> None:
     async with (
         fake_meter(lambda request: b"HTTP/1.1 400 Bad Request\r\n\r\n") as port,
-        driver(tcp_url(port), timeout_s=0.5, retries=1) as modbus,
+        driver(tcp_url(port), timeout_s=0.5, retries=2) as modbus,
     ):
         with pytest.raises(FrameError, match="is this a Modbus TCP server"):
             await modbus.read()
@@ -365,7 +365,7 @@ async def test_a_truncated_answer_is_a_frame_error() -> None:
 
     async with (
         fake_meter(half_answer) as port,
-        driver(tcp_url(port), timeout_s=0.2, retries=0) as modbus,
+        driver(tcp_url(port), timeout_s=0.2, retries=1) as modbus,
     ):
         with pytest.raises(FrameError, match=r"truncated answer .*: 20 of 41 bytes"):
             await modbus.read()
@@ -374,7 +374,7 @@ async def test_a_truncated_answer_is_a_frame_error() -> None:
 async def test_a_meter_that_hangs_up_is_a_connection_error() -> None:
     async with (
         fake_meter(lambda _request: None) as port,
-        driver(tcp_url(port), timeout_s=1.0, retries=1) as modbus,
+        driver(tcp_url(port), timeout_s=1.0, retries=2) as modbus,
     ):
         with pytest.raises(ConnectionFailed, match="closed the connection"):
             await modbus.read()
@@ -383,7 +383,7 @@ async def test_a_meter_that_hangs_up_is_a_connection_error() -> None:
 async def test_nobody_listening_is_a_connection_error() -> None:
     async with fake_meter(lambda _request: None) as port:
         pass  # the port is free again
-    async with driver(tcp_url(port), timeout_s=0.5, retries=1) as modbus:
+    async with driver(tcp_url(port), timeout_s=0.5, retries=2) as modbus:
         with pytest.raises(ConnectionFailed) as caught:
             await modbus.read()
     assert f"could not connect to 127.0.0.1:{port}" in str(caught.value)
@@ -393,7 +393,7 @@ async def test_nobody_listening_is_a_connection_error() -> None:
 async def test_the_driver_reconnects_after_the_meter_restarts(meter: PhysicalMeter) -> None:
     server = await start_tcp(meter, "127.0.0.1", 0)
     port = server.port
-    async with driver(tcp_url(server), timeout_s=0.5, retries=1) as modbus:
+    async with driver(tcp_url(server), timeout_s=0.5, retries=2) as modbus:
         first = await modbus.read()
         await server.close()
         with pytest.raises(MeterError):

@@ -74,6 +74,21 @@ def test_crc_is_crc16_arc_by_its_catalogue_check_value() -> None:
     assert codec.crc16(b"123456789") == 0xBB3D
 
 
+def crc16_bit_by_bit(data: bytes) -> int:
+    """CRC-16/ARC as its definition reads: reflected poly 0xA001, one bit at a time."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+@given(st.binary(max_size=300))
+def test_the_table_driven_crc_equals_the_bit_by_bit_definition(data: bytes) -> None:
+    assert codec.crc16(data) == crc16_bit_by_bit(data)
+
+
 def test_crc_matches_the_rgnagel_library_test_vectors() -> None:
     assert codec.crc16(RGNAGEL_0x20_BODY) == 0x5C48
     assert codec.crc16(bytes((0x11, 0x22, 0x33, 0x44))) == 0xF5B1

@@ -1,26 +1,24 @@
-"""`meterchain meter …`: read a meter, switch its relay, serve a simulated one."""
+"""`meterchain meter …`: read a meter, switch its relay, serve a simulated one.
+
+Every `meterchain` start imports this module, so at module level it imports only what the
+command line's parser needs; asyncio, the drivers and the simulators are imported by the
+command that uses them.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import signal
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from meterchain.clock import ScaledClock
-from meterchain.commands.errors import USER_ERRORS, user_errors
+from meterchain.commands.errors import USER_ERRORS, OptionError, user_errors
 from meterchain.meters.errors import MeterError
-from meterchain.meters.registry import open_meter
-from meterchain.meters.sim.physical import PROFILES, build_profile_meter
-from meterchain.meters.sim.registry import start_serial_simulator, start_simulator
-from meterchain.meters.sim.serial_link import VirtualSerialLink
-from meterchain.model import Reading, RelayState, SetRelay
+from meterchain.model import RelayState
+
+if TYPE_CHECKING:
+    from meterchain.model import Reading
 
 USER_ERRORS.append(MeterError)
 
@@ -38,15 +36,23 @@ class Protocol(StrEnum):
 
 
 class Profile(StrEnum):
+    """The simulator's profiles (meters.sim.physical.PROFILES; a test keeps them equal)."""
+
     house = "house"
     pv_house = "pv-house"
     flat = "flat"
 
 
-assert {p.value for p in Profile} == set(PROFILES)
+# What --password means for the protocols that have one.
+PASSWORD_USES = {
+    "dlms": "low-level security of client 17",
+    "iec62056-21": "programming mode",
+}
 
 
 async def _read(url: str, timeout_s: float) -> Reading:
+    from meterchain.meters.registry import open_meter
+
     meter = open_meter(url, timeout_s=timeout_s)
     try:
         return await meter.read()
@@ -55,6 +61,9 @@ async def _read(url: str, timeout_s: float) -> Reading:
 
 
 async def _switch(url: str, state: RelayState, timeout_s: float) -> RelayState:
+    from meterchain.meters.registry import open_meter
+    from meterchain.model import SetRelay
+
     meter = open_meter(url, timeout_s=timeout_s)
     try:
         return await meter.command(SetRelay(state))
@@ -63,6 +72,8 @@ async def _switch(url: str, state: RelayState, timeout_s: float) -> RelayState:
 
 
 def _print_reading(reading: Reading) -> None:
+    from rich.table import Table
+
     table = Table(title=f"meter {reading.meter_id}", show_header=False)
     table.add_row("time (UTC)", reading.timestamp.isoformat())
     table.add_row("import", f"{reading.import_wh:,.1f} Wh")
@@ -82,6 +93,9 @@ def read(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 2.0,
 ) -> None:
     """Read a meter once."""
+    import asyncio
+    import json
+
     reading = asyncio.run(_read(url, timeout))
     if as_json:
         print(json.dumps(reading.as_json()))
@@ -97,6 +111,8 @@ def relay(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 2.0,
 ) -> None:
     """Switch the meter's relay and print the new state."""
+    import asyncio
+
     print(asyncio.run(_switch(url, state, timeout)).value)
 
 
@@ -115,9 +131,57 @@ def serve(
     pty: Annotated[
         bool, typer.Option(help="Serve on a new pseudo-terminal pair; prints the client's path.")
     ] = False,
+    register_map: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="Modbus only: the register map to serve, a shipped one (sdm630, sunspec203) "
+            "or a .toml map file. Default sdm630.",
+        ),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="DLMS and IEC 62056-21 only: the meter's password (DLMS low-level security "
+            "for client 17, default 12345678; IEC 62056-21 programming mode, default 00000000).",
+        ),
+    ] = None,
 ) -> None:
     """Serve one simulated meter until SIGINT or SIGTERM."""
-    asyncio.run(_serve(protocol.value, meter_id, host, port, profile.value, speed, serial, pty))
+    import asyncio
+
+    options = simulator_options(protocol.value, register_map, password)
+    asyncio.run(
+        _serve(protocol.value, meter_id, host, port, profile.value, speed, serial, pty, options)
+    )
+
+
+def simulator_options(
+    protocol: str, register_map: str | None, password: str | None
+) -> dict[str, str]:
+    """The simulator keyword options from --map and --password, refused where they mean nothing."""
+    options: dict[str, str] = {}
+    if register_map is not None:
+        if protocol != "modbus":
+            raise OptionError(
+                f"--map chooses a Modbus register map; a {protocol} meter has none. "
+                "Drop --map, or serve --protocol modbus"
+            )
+        if not register_map:
+            raise OptionError("--map needs a map name (e.g. sdm630) or a .toml file")
+        options["map"] = register_map
+    if password is not None:
+        if protocol not in PASSWORD_USES:
+            raise OptionError(
+                f"--password sets the password of DLMS low-level security or of IEC 62056-21 "
+                f"programming mode; the {protocol} simulator has none. Drop --password"
+            )
+        if not password:
+            raise OptionError(
+                f"--password must not be empty (it is the {PASSWORD_USES[protocol]} password)"
+            )
+        options["password"] = password
+    return options
 
 
 async def _serve(
@@ -129,19 +193,30 @@ async def _serve(
     speed: float,
     serial: str | None,
     pty: bool,
+    options: dict[str, str],
 ) -> None:
+    import asyncio
+    import contextlib
+    import signal
+
+    from meterchain.clock import ScaledClock
+    from meterchain.meters.sim.physical import build_profile_meter
+    from meterchain.meters.sim.registry import start_serial_simulator, start_simulator
+    from meterchain.meters.sim.serial_link import VirtualSerialLink
+
     meter = build_profile_meter(meter_id, profile, ScaledClock(speed=speed))
+    details = f"{profile}, x{speed:g}" + (f", map {options['map']}" if "map" in options else "")
     with contextlib.ExitStack() as stack:
         if pty:
             link = stack.enter_context(VirtualSerialLink())
             serial = link.meter_end
         if serial:
-            server = await start_serial_simulator(protocol, meter, serial)
+            server = await start_serial_simulator(protocol, meter, serial, **options)
             where = f"serial {serial}" + (f" (clients open {link.client_end})" if pty else "")
         else:
-            server = await start_simulator(protocol, meter, host, port)
+            server = await start_simulator(protocol, meter, host, port, **options)
             where = f"{host}:{server.port}"
-        print(f"serving {protocol} meter {meter_id} ({profile}, x{speed:g}) on {where}", flush=True)
+        print(f"serving {protocol} meter {meter_id} ({details}) on {where}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

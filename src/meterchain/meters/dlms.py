@@ -72,6 +72,7 @@ from meterchain.meters.errors import (
     MeterTimeout,
     UnsupportedCommand,
 )
+from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
 from meterchain.meters.transport import ByteStream, SerialSettings, open_serial, open_tcp
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
@@ -130,7 +131,9 @@ _AARE_HINTS = {
 class DlmsMeter:
     """A DLMS/COSEM meter behind a `dlms+tcp://` or `dlms+hdlc://` URL."""
 
-    def __init__(self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = 3) -> None:
+    def __init__(
+        self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = DEFAULT_TRIES
+    ) -> None:
         if url.protocol != "dlms":
             raise InvalidMeterUrl(f"{url}: not a DLMS URL")
         if url.transport not in ("tcp", "hdlc", "serial"):
@@ -157,10 +160,9 @@ class DlmsMeter:
             raise InvalidMeterUrl(f"{url}: baud={self.baud} must be positive")
         if "baud" in url.options and not url.is_serial:
             raise InvalidMeterUrl(f"{url}: baud= applies to serial lines (dlms+hdlc://) only")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        check_retry_settings(timeout_s, retries)
         self.timeout_s = timeout_s
-        self.retries = max(0, retries)
+        self.retries = retries  # tries in all, the first included
         self._association: _Association | None = None
         self._stream: ByteStream | None = None  # the connection in use, if any
         self._guard = ReadingGuard()
@@ -440,7 +442,7 @@ class DlmsMeter:
     # --- retries and connection handling -------------------------------------------------------
 
     async def _attempt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        tries = self.retries + 1
+        tries = self.retries
         async with self._lock:
             last: MeterError | None = None
             for attempt in range(tries):
@@ -461,7 +463,7 @@ class DlmsMeter:
             raise self._gave_up(what, last, tries)
 
     def _gave_up(self, what: str, last: MeterError, tries: int) -> MeterError:
-        where = f"{self.url} after {tries} {'try' if tries == 1 else 'tries'}"
+        where = f"{self.url} after {tries_text(tries)}"
         if isinstance(last, MeterTimeout):
             check = (
                 "is the meter powered, the cable on the right port and the baud rate right?"

@@ -65,6 +65,7 @@ from meterchain.meters.iec62056_21_codec import (
     relay_state,
     relay_value,
 )
+from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
 from meterchain.meters.transport import ByteStream, open_tcp, stream_over_fd
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
@@ -97,7 +98,9 @@ class _Link:
 class Iec62056Meter:
     """A meter read over IEC 62056-21 mode C. Connects on first use, reconnects after errors."""
 
-    def __init__(self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = 3) -> None:
+    def __init__(
+        self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = DEFAULT_TRIES
+    ) -> None:
         if url.protocol != "iec62056-21":
             raise InvalidMeterUrl(f"{url}: not an iec62056-21 URL")
         if url.transport not in ("tcp", "serial"):
@@ -110,9 +113,10 @@ class Iec62056Meter:
             raise InvalidMeterUrl(
                 f"{url}: unknown option {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
             )
+        check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s
-        self.retries = max(1, retries)
+        self.retries = retries  # tries in all, the first included
         self._initial_baud = self._baud_option("baud", DEFAULT_BAUD)
         self._max_baud = self._baud_option("max_baud", max(BAUD_RATES.values()))
         self._address = url.option("address", "")
@@ -212,7 +216,7 @@ class Iec62056Meter:
             if attempt < self.retries:
                 await asyncio.sleep(BACKOFF_S * attempt)
         assert last is not None
-        tries = f"after {self.retries} {'try' if self.retries == 1 else 'tries'}"
+        tries = f"after {tries_text(self.retries)}"
         if isinstance(last, MeterTimeout):
             raise MeterTimeout(
                 f"no answer from {self.url} while {what}, {tries} ({self.timeout_s} s each): "
@@ -231,12 +235,19 @@ class Iec62056Meter:
     async def _read_message(
         self, stream: ByteStream, end: int, limit: int, what: str, trailer: int = 0
     ) -> bytes:
-        """Bytes up to `end` (plus `trailer` more, the BCC); each within the timeout."""
+        """Bytes up to `end` (plus `trailer` more, the BCC); each within the timeout.
+
+        Read in the pieces they arrive in, never past the message: the timeout bounds the gap
+        before each piece, as the standard's inter-character time does.
+        """
         buffer = bytearray()
         wanted = -1
         while len(buffer) != wanted:
+            room = wanted - len(buffer) if wanted >= 0 else limit - len(buffer)
             try:
-                byte = await stream.read_exactly(1, self.timeout_s)
+                piece = await stream.read_some(
+                    room, self.timeout_s, stop_at=end if wanted < 0 else None
+                )
             except MeterTimeout:
                 if buffer:
                     raise FrameError(
@@ -250,8 +261,8 @@ class Iec62056Meter:
                         f"{what} truncated: the connection closed after {len(buffer)} bytes"
                     ) from None
                 raise MeterError(f"waiting for the {what}: {exc}") from None
-            buffer += byte
-            if wanted < 0 and byte[0] == end:
+            buffer += piece
+            if wanted < 0 and piece[-1] == end:
                 wanted = len(buffer) + trailer
             elif wanted < 0 and len(buffer) >= limit:
                 raise FrameError(

@@ -52,6 +52,7 @@ from meterchain.meters.modbus_maps import (
     load_map,
     plan_reads,
 )
+from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
 
@@ -85,7 +86,9 @@ class _Session:
 class ModbusMeter:
     """A meter on Modbus TCP or RTU; connects on first use, reconnects after errors."""
 
-    def __init__(self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = 3) -> None:
+    def __init__(
+        self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = DEFAULT_TRIES
+    ) -> None:
         if url.protocol != "modbus":
             raise InvalidMeterUrl(f"{url}: not a Modbus URL")
         if url.transport not in ("tcp", "rtu", "serial"):
@@ -98,11 +101,10 @@ class ModbusMeter:
             raise InvalidMeterUrl(
                 f"{url}: unknown option(s) {', '.join(unknown)}; known: {', '.join(URL_OPTIONS)}"
             )
-        if timeout_s <= 0 or retries < 0:
-            raise ValueError(f"timeout_s must be > 0 and retries >= 0 ({timeout_s}, {retries})")
+        check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s
-        self.retries = retries
+        self.retries = retries  # tries in all, the first included
         self.framing = "tcp" if url.transport == "tcp" else "rtu"
         self.unit = url.int_option("unit", 1)
         low, high = (0, 255) if self.framing == "tcp" else (1, 247)
@@ -181,7 +183,7 @@ class ModbusMeter:
     # ---------------------------------------------------------------------------- retries
 
     async def _with_retries(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        tries = self.retries + 1
+        tries = self.retries
         last: MeterError | None = None
         for attempt in range(tries):
             if attempt:
@@ -196,7 +198,7 @@ class ModbusMeter:
                 await self._drop()
         assert last is not None
         raise type(last)(
-            f"{last}; could not {what} {self.url} in {tries} tries "
+            f"{last}; could not {what} {self.url} after {tries_text(tries)} "
             f"({self.timeout_s} s each); {self._hint(last)}"
         ) from None
 

@@ -28,6 +28,7 @@ from meterchain.meters.errors import (
     MeterTimeout,
     UnsupportedCommand,
 )
+from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
 from meterchain.meters.transport import ByteStream, SerialSettings, open_serial, open_tcp
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
@@ -43,15 +44,18 @@ MAX_NOISE_BEFORE_ENQ = 2 * codec.RESPONSE_SIZE
 class Nbr14522Meter:
     """A meter reached over NBR 14522. Connects on first use, reconnects after errors."""
 
-    def __init__(self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = 3) -> None:
+    def __init__(
+        self, url: MeterUrl, *, timeout_s: float = 2.0, retries: int = DEFAULT_TRIES
+    ) -> None:
         if url.protocol != "nbr14522" or url.transport not in ("tcp", "serial"):
             raise InvalidMeterUrl(
                 f"{url}: NBR 14522 runs over TCP or a plain serial line; write "
                 "nbr14522+tcp://HOST:PORT or nbr14522:///dev/ttyUSB0?baud=9600"
             )
+        check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s
-        self.tries = max(1, retries)
+        self.retries = retries  # tries in all, the first included
         self.reader_serial = _digits_option(url, "reader", DEFAULT_READER_SERIAL, 6)
         address = url.option("address", "")
         self.address = _digits_option(url, "address", "", 8).zfill(8) if address else None
@@ -267,7 +271,7 @@ class Nbr14522Meter:
 
     async def _with_retries(self, what: str, operation: Callable[[ByteStream], Awaitable[T]]) -> T:
         last: MeterError | None = None
-        for attempt in range(1, self.tries + 1):
+        for attempt in range(1, self.retries + 1):
             try:
                 return await operation(await self._connect())
             except MeterRejected:
@@ -275,12 +279,12 @@ class Nbr14522Meter:
             except MeterError as exc:  # timeouts, corrupt frames, lost connections
                 last = exc
                 await self.close()
-                if attempt < self.tries:
+                if attempt < self.retries:
                     await asyncio.sleep(BACKOFF_S * attempt)
         assert last is not None
         raise _final_error(
             last,
-            f"{what} of {self.url} failed after {self.tries} tries "
+            f"{what} of {self.url} failed after {tries_text(self.retries)} "
             f"({self.timeout_s} s each): {last}",
         )
 

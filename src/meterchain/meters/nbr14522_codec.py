@@ -99,13 +99,30 @@ RELAY_RSP_STATE = 7
 RELAY_RSP_CLOCK = 8
 
 
-def crc16(data: bytes) -> int:
-    """CRC-16/ARC: poly 0x8005 reflected (0xA001), init 0x0000, no final XOR."""
-    crc = 0
-    for byte in data:
-        crc ^= byte
+def _crc16_table() -> tuple[int, ...]:
+    """The CRC of each byte value alone, bit by bit: the definition the table shortcuts."""
+    table = []
+    for value in range(256):
+        crc = value
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC16_TABLE = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/ARC: poly 0x8005 reflected (0xA001), init 0x0000, no final XOR.
+
+    Byte-wise through a table: a 258-byte response costs ~0.04 ms instead of ~0.4 ms bit by
+    bit, and every read checks three of them (the simulator computes three more).
+    """
+    crc = 0
+    table = _CRC16_TABLE
+    for byte in data:
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
 
 

@@ -66,26 +66,71 @@ class ByteStream:
         self.bytes_read += len(data)
         return data
 
+    async def read_some(
+        self, max_count: int, timeout_s: float, stop_at: int | None = None
+    ) -> bytes:
+        """What has arrived: at least one byte, at most `max_count`, none past `stop_at`.
+
+        Waits up to `timeout_s` for the first byte only (`MeterTimeout`, as `read_exactly`
+        raises it); everything else is taken from what is already buffered, in one piece.
+        Reading stops right after the first `stop_at` byte, so nothing of a following message
+        is consumed. A message read with it costs one wake-up per network packet or serial
+        burst instead of one per byte.
+        """
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1, not {max_count}")
+        first = b""
+        if not self._pending():
+            first = await self.read_exactly(1, timeout_s)
+            if max_count == 1 or first[0] == stop_at:
+                return first
+            max_count -= 1
+        return first + await self._take(max_count, stop_at)
+
     async def read_until(self, separator: bytes, timeout_s: float, limit: int = 4096) -> bytes:
-        """Bytes up to and including `separator`, at most `limit` of them."""
+        """Bytes up to and including `separator`, at most `limit` of them, within `timeout_s`."""
         buffer = bytearray()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        # Every occurrence of the separator ends with its last byte: stop there and look back.
+        last = separator[-1] if separator else None
         while not buffer.endswith(separator):
             if len(buffer) >= limit:
                 raise MeterError(
                     f"{self.where} sent {len(buffer)} bytes without {separator!r}; "
                     "the line is noisy or it is not the expected protocol"
                 )
-            buffer += await self.read_exactly(1, max(deadline - loop.time(), 0.0))
+            remaining = max(deadline - loop.time(), 0.0)
+            buffer += await self.read_some(limit - len(buffer), remaining, stop_at=last)
         return bytes(buffer)
+
+    def _pending(self) -> bytearray:
+        """The bytes that arrived but were not read yet (asyncio has no public peek)."""
+        buffer: bytearray = vars(self._reader)["_buffer"]
+        return buffer
+
+    async def _take(self, max_count: int, stop_at: int | None) -> bytes:
+        """Up to `max_count` already buffered bytes, through the first `stop_at`; no waiting."""
+        pending = self._pending()
+        count = min(len(pending), max_count)
+        if stop_at is not None:
+            end = pending.find(stop_at, 0, count)
+            if end >= 0:
+                count = end + 1
+        if count == 0:
+            return b""
+        # StreamReader.read returns at once while its buffer holds data, and lets a paused
+        # transport resume, which a direct slice of the buffer would not.
+        data = await self._reader.read(count)
+        self.bytes_read += len(data)
+        return data
 
     async def read_byte(self, timeout_s: float) -> int:
         return (await self.read_exactly(1, timeout_s))[0]
 
     def discard_pending(self) -> int:
         """Drop whatever arrived but was not read (after an error, to resynchronise)."""
-        buffer: bytearray = vars(self._reader)["_buffer"]  # asyncio has no public peek
+        buffer = self._pending()
         pending = len(buffer)
         buffer.clear()
         return pending

@@ -273,7 +273,9 @@ class Iec62056Simulator:
             if len(buffer) >= MAX_MESSAGE_BYTES:
                 return None
             try:
-                buffer += await stream.read_exactly(1, INTER_CHARACTER_S)
+                buffer += await stream.read_some(
+                    MAX_MESSAGE_BYTES - len(buffer), INTER_CHARACTER_S, stop_at=end[-1]
+                )
             except MeterTimeout:
                 return None
         return bytes(buffer)
