@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -11,11 +10,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from meterchain.commands.errors import USER_ERRORS, user_errors
-from meterchain.config import ConfigError, Scenario, load_toml
-from meterchain.sim.errors import SimulationError
+from meterchain.commands.errors import USER_ERROR_NAMES, user_errors
 
-USER_ERRORS.extend([ConfigError, SimulationError])
+# pydantic and the simulation load only when a command runs.
+USER_ERROR_NAMES.update({"meterchain.config:ConfigError", "meterchain.sim.errors:SimulationError"})
 
 console = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
@@ -25,6 +23,9 @@ DEMO_SCENARIO = Path("scenarios/fortaleza-street-10.toml")
 
 def run_scenario(path: Path, out_dir: Path, *, as_json: bool) -> dict[str, object]:
     """Simulate the scenario at `path`, write the report to `out_dir`, print the summary."""
+    import asyncio
+
+    from meterchain.config import Scenario, load_toml
     from meterchain.sim.community import run_community
     from meterchain.sim.report import print_summary, summarise, write_report
 
