@@ -6,7 +6,9 @@ orders' limit prices come from the marginal value of energy to the household.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,6 +44,7 @@ class DerPlanner:
         step_s: int = 900,
         flexible_orders: bool = False,
         target_soc_fraction: float = 0.5,
+        executor: Executor | None = None,
     ) -> None:
         self.site = site
         self.forecast = forecast
@@ -50,14 +53,12 @@ class DerPlanner:
         self.step_s = step_s
         self.flexible_orders = flexible_orders
         self.target_soc_fraction = target_soc_fraction
+        self.executor = executor
 
-    def plan(
-        self,
-        interval_start: datetime,
-        tariffs: TariffNotice,
-        soc_fraction: float | None,
-        now: datetime,
-    ) -> HouseholdPlan:
+    def problem(
+        self, interval_start: datetime, tariffs: TariffNotice, soc_fraction: float | None
+    ) -> DerProblem:
+        """The optimisation problem for the horizon that starts with `interval_start`."""
         pv_w, load_w = self.forecast(interval_start, self.horizon_steps)
         steps = len(pv_w)
         export_limit = tariffs.max_export_w
@@ -70,7 +71,7 @@ class DerPlanner:
                 import_limit_w=site.import_limit_w,
                 export_limit_w=export_limit,
             )
-        problem = DerProblem(
+        return DerProblem(
             site=site,
             pv_w=pv_w,
             load_w=load_w,
@@ -82,64 +83,125 @@ class DerPlanner:
             target_soc_fraction=self.target_soc_fraction if site.battery is not None else None,
             step_s=self.step_s,
         )
-        if site.battery is None and site.export_limit_w is None and site.import_limit_w is None:
-            return self._inflexible_plan(problem, interval_start, now)
-        schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
-        orders = orders_for_next_interval(
-            problem,
-            schedule,
-            meter_id=self.meter_id,
-            submitted_at=now,
-            order_id_prefix=f"{self.meter_id}-{int(interval_start.timestamp())}",
-            flexible=self.flexible_orders,
-        )
-        orders = self._one_side(orders, problem, schedule)
-        nxt = schedule.next_interval()
-        return HouseholdPlan(
-            orders=orders,
-            battery_power_w=nxt.battery_power_w if site.battery is not None else None,
-            expected_import_wh=nxt.import_wh,
-            expected_export_wh=nxt.export_wh,
-        )
 
-    @staticmethod
-    def _one_side(orders: list[Order], problem: DerProblem, schedule: DerSchedule) -> list[Order]:
-        """Keep the orders of one side: a market refuses a meter that both buys and sells.
-
-        The side is that of the planned exchange; with none, a battery buys while the sun
-        covers the load (to store a neighbour's surplus) and sells otherwise.
-        """
-        planned = planned_exchange(problem, schedule)
-        if planned:
-            side = planned[0].side
-        else:
-            side = Side.BUY if problem.pv_w[0] >= problem.load_w[0] else Side.SELL
-        return [order for order in orders if order.side is side]
-
-    def _inflexible_plan(
-        self, problem: DerProblem, interval_start: datetime, now: datetime
+    def plan(
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        now: datetime,
     ) -> HouseholdPlan:
-        """A site with nothing to shift trades its net load at the grid's prices.
+        """Plan in this thread."""
+        problem = self.problem(interval_start, tariffs, soc_fraction)
+        return solve_plan(problem, self._request(interval_start, now))
 
-        This is what the MILP and the LP duals give for such a site (tests compare the two),
-        without building a model: the energy it buys is worth the retail price to it, and the
-        energy it sells the feed-in price.
-        """
-        net_wh = (problem.load_w[0] - problem.pv_w[0]) * problem.step_h
-        buy_price, sell_price = problem.buy_price_per_kwh[0], problem.sell_price_per_kwh[0]
-        orders = []
-        prefix = f"{self.meter_id}-{int(interval_start.timestamp())}"
-        if net_wh >= 0.5:
-            orders.append(
-                Order(f"{prefix}-0-buy", self.meter_id, Side.BUY, round(net_wh), buy_price, now)
-            )
-        elif net_wh <= -0.5 and sell_price >= 0:
-            orders.append(
-                Order(f"{prefix}-0-sell", self.meter_id, Side.SELL, round(-net_wh), sell_price, now)
-            )
-        return HouseholdPlan(
-            orders=orders,
-            battery_power_w=None,
-            expected_import_wh=max(net_wh, 0.0),
-            expected_export_wh=max(-net_wh, 0.0),
+    async def plan_async(
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        now: datetime,
+    ) -> HouseholdPlan:
+        """Plan without blocking the event loop: in `executor` (a process pool spreads the
+        MILPs of many households over the cores), else in a thread."""
+        problem = self.problem(interval_start, tariffs, soc_fraction)
+        request = self._request(interval_start, now)
+        if not _needs_solver(problem):
+            return solve_plan(problem, request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, solve_plan, problem, request)
+
+    def _request(self, interval_start: datetime, now: datetime) -> PlanRequest:
+        return PlanRequest(
+            self.meter_id, int(interval_start.timestamp()), now, self.flexible_orders
         )
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Who plans which interval: what `solve_plan` needs beside the problem (picklable)."""
+
+    meter_id: str
+    interval: int
+    now: datetime
+    flexible_orders: bool
+
+
+def _needs_solver(problem: DerProblem) -> bool:
+    site = problem.site
+    return not (
+        site.battery is None and site.export_limit_w is None and site.import_limit_w is None
+    )
+
+
+def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
+    """The plan for a problem: a module-level function so a process pool can run it."""
+    if not _needs_solver(problem):
+        return _inflexible_plan(problem, request)
+    schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
+    orders = orders_for_next_interval(
+        problem,
+        schedule,
+        meter_id=request.meter_id,
+        submitted_at=request.now,
+        order_id_prefix=f"{request.meter_id}-{request.interval}",
+        flexible=request.flexible_orders,
+    )
+    orders = _one_side(orders, problem, schedule)
+    nxt = schedule.next_interval()
+    return HouseholdPlan(
+        orders=orders,
+        battery_power_w=nxt.battery_power_w if problem.site.battery is not None else None,
+        expected_import_wh=nxt.import_wh,
+        expected_export_wh=nxt.export_wh,
+    )
+
+
+def _one_side(orders: list[Order], problem: DerProblem, schedule: DerSchedule) -> list[Order]:
+    """Keep the orders of one side: a market refuses a meter that both buys and sells.
+
+    The side is that of the planned exchange; with none, a battery buys while the sun covers
+    the load (to store a neighbour's surplus) and sells otherwise.
+    """
+    planned = planned_exchange(problem, schedule)
+    if planned:
+        side = planned[0].side
+    else:
+        side = Side.BUY if problem.pv_w[0] >= problem.load_w[0] else Side.SELL
+    return [order for order in orders if order.side is side]
+
+
+def _inflexible_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
+    """A site with nothing to shift trades its net load at the grid's prices.
+
+    This is what the MILP and the LP duals give for such a site (tests compare the two),
+    without building a model: the energy it buys is worth the retail price to it, and the
+    energy it sells the feed-in price.
+    """
+    net_wh = (problem.load_w[0] - problem.pv_w[0]) * problem.step_h
+    buy_price, sell_price = problem.buy_price_per_kwh[0], problem.sell_price_per_kwh[0]
+    orders = []
+    prefix = f"{request.meter_id}-{request.interval}"
+    if net_wh >= 0.5:
+        orders.append(
+            Order(
+                f"{prefix}-0-buy", request.meter_id, Side.BUY, round(net_wh), buy_price, request.now
+            )
+        )
+    elif net_wh <= -0.5 and sell_price >= 0:
+        orders.append(
+            Order(
+                f"{prefix}-0-sell",
+                request.meter_id,
+                Side.SELL,
+                round(-net_wh),
+                sell_price,
+                request.now,
+            )
+        )
+    return HouseholdPlan(
+        orders=orders,
+        battery_power_w=None,
+        expected_import_wh=max(net_wh, 0.0),
+        expected_export_wh=max(-net_wh, 0.0),
+    )

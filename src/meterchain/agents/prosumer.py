@@ -181,9 +181,7 @@ class ProsumerAgent(Agent):
         curtail = self.curtail.get(str(interval))
         if curtail is not None:
             tariffs = tariffs.model_copy(update={"max_export_w": curtail})
-        plan = await asyncio.to_thread(
-            self.planner.plan, interval_start, tariffs, soc, self.clock.now()
-        )
+        plan = await self.planner.plan_async(interval_start, tariffs, soc, self.clock.now())
         orders = []
         meter_bytes = meter_id_to_bytes32(self.meter_id)
         for nonce, order in enumerate(plan.orders):

@@ -17,8 +17,10 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +73,8 @@ STARTING_CREDIT = 500  # currency units deposited for each household
 GRID_CREDIT = 100_000  # currency units the grid account starts with (it pays feed-in)
 FORECAST_ERROR = 0.10  # relative noise on the households' own forecasts
 HORIZON_STEPS = 96
-PHASE_TIMEOUT_S = 30.0
+PHASE_TIMEOUT_S = 60.0
+PLANNER_PROCESSES = 2  # this machine's cores
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -319,6 +322,8 @@ async def _run_agents(
         coordinator="simulator",
         decimals=decimals,
     )
+    # The households' MILPs run in worker processes: the event loop keeps serving the meters.
+    planners = ProcessPoolExecutor(max_workers=PLANNER_PROCESSES, mp_context=get_context("spawn"))
     grid = GridAgent("grid", bus, tariffs=tariffs, prosumers=[], coordinator="simulator")
     agents: list[Agent] = [coordinator, market, grid]
     servers: list[RunningServer] = []
@@ -342,6 +347,7 @@ async def _run_agents(
                     horizon_steps=HORIZON_STEPS,
                     # A battery can offer its spare headroom to neighbours, priced by re-solving.
                     flexible_orders=household.config.battery_kwh > 0,
+                    executor=planners,
                 ),
                 records=Records(store, f"prosumer-{household.config.meter_id}"),
                 clock=clock,
@@ -364,6 +370,7 @@ async def _run_agents(
         for server in servers:
             await server.close()
         store.close()
+        planners.shutdown(cancel_futures=True)
 
 
 async def _tick(agent: Agent, receiver: str, start: datetime, phase: str) -> None:
