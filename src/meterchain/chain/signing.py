@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 from eth_account import Account
@@ -213,14 +214,60 @@ def _digest(message: SignableMessage) -> bytes:
     return keccak(b"\x19" + message.version + message.header + message.body)
 
 
+def _type_hash(name: str, fields: list[dict[str, str]]) -> bytes:
+    members = ",".join(f"{field['type']} {field['name']}" for field in fields)
+    return keccak(f"{name}({members})".encode())
+
+
+ORDER_TYPEHASH = _type_hash("Order", ORDER_TYPE)
+READING_TYPEHASH = _type_hash("Reading", READING_TYPE)
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+@lru_cache(maxsize=64)
+def _separator(domain: MarketDomain) -> bytes:
+    return domain.separator()
+
+
 def order_digest(domain: MarketDomain, order: OrderMessage) -> bytes:
-    """The 32-byte EIP-712 digest of an order (EnergyMarket.hashOrder)."""
-    return _digest(_signable_order(domain, order))
+    """The 32-byte EIP-712 digest of an order (EnergyMarket.hashOrder).
+
+    Encoded directly (every field is a static type, so abi.encode is 32-byte words): a
+    market agent checks a hundred orders an interval, and eth-account's general typed-data
+    encoder costs ten times more. Tests compare both encodings.
+    """
+    struct = keccak(
+        ORDER_TYPEHASH
+        + order.meter_id
+        + _word(order.interval)
+        + _word(int(order.side))
+        + _word(order.quantity_wh)
+        + _word(order.limit_price)
+        + _word(order.nonce)
+    )
+    return keccak(b"\x19\x01" + _separator(domain) + struct)
 
 
 def reading_digest(domain: MarketDomain, reading: ReadingMessage) -> bytes:
     """The 32-byte EIP-712 digest of a reading (EnergyMarket.hashReading)."""
-    return _digest(_signable_reading(domain, reading))
+    struct = keccak(
+        READING_TYPEHASH
+        + reading.meter_id
+        + _word(reading.interval)
+        + _word(reading.import_wh)
+        + _word(reading.export_wh)
+    )
+    return keccak(b"\x19\x01" + _separator(domain) + struct)
+
+
+def typed_data_digests(
+    domain: MarketDomain, order: OrderMessage, reading: ReadingMessage
+) -> tuple[bytes, bytes]:
+    """The same digests through eth-account's general EIP-712 encoder (the reference)."""
+    return _digest(_signable_order(domain, order)), _digest(_signable_reading(domain, reading))
 
 
 def _key_of(signer: LocalAccount | bytes | str) -> Any:
@@ -235,9 +282,7 @@ def sign_order(
     domain: MarketDomain, order: OrderMessage, signer: LocalAccount | bytes | str
 ) -> SignedOrder:
     """Sign an order with a meter's board key (an account or its private key)."""
-    signed = Account.sign_typed_data(
-        _key_of(signer), domain.as_dict(), {"Order": ORDER_TYPE}, _order_data(order)
-    )
+    signed = Account.unsafe_sign_hash(order_digest(domain, order), _key_of(signer))
     return SignedOrder(order=order, signature=_packed(signed))
 
 
@@ -245,24 +290,22 @@ def sign_reading(
     domain: MarketDomain, reading: ReadingMessage, signer: LocalAccount | bytes | str
 ) -> SignedReading:
     """Sign a reading with a meter's board key (an account or its private key)."""
-    signed = Account.sign_typed_data(
-        _key_of(signer), domain.as_dict(), {"Reading": READING_TYPE}, _reading_data(reading)
-    )
+    signed = Account.unsafe_sign_hash(reading_digest(domain, reading), _key_of(signer))
     return SignedReading(reading=reading, signature=_packed(signed))
 
 
-def _recover(message: SignableMessage, signature: bytes) -> str:
+def _recover(digest: bytes, signature: bytes) -> str:
     if len(signature) != 65:
         raise SigningError(f"a signature is 65 bytes (r ‖ s ‖ v), not {len(signature)}")
-    recovered: str = Account.recover_message(message, signature=signature)
+    recovered: str = Account._recover_hash(digest, signature=signature)
     return recovered
 
 
 def recover_order_signer(domain: MarketDomain, signed: SignedOrder) -> str:
     """The address that signed an order (checksummed)."""
-    return _recover(_signable_order(domain, signed.order), signed.signature)
+    return _recover(order_digest(domain, signed.order), signed.signature)
 
 
 def recover_reading_signer(domain: MarketDomain, signed: SignedReading) -> str:
     """The address that signed a reading (checksummed)."""
-    return _recover(_signable_reading(domain, signed.reading), signed.signature)
+    return _recover(reading_digest(domain, signed.reading), signed.signature)
