@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import chain, market, meter, simulate
+from meterchain.commands import agents, chain, market, meter, simulate
 
 app = typer.Typer(
     name="meterchain",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.add_typer(meter.app, name="meter")
 app.add_typer(market.app, name="market")
 app.add_typer(chain.app, name="chain")
+app.add_typer(agents.agent_app, name="agent")
+app.add_typer(agents.grid_app, name="grid")
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(simulate.demo)
 

@@ -21,8 +21,16 @@ class Broker:
     port: int
     process: subprocess.Popen[bytes]
     config_dir: Path
+    data_dir: Path | None = None
+
+    def restart(self, timeout_s: float = 5.0) -> Broker:
+        """Start a broker again on the same port (and, with a data dir, the same sessions)."""
+        if self.process.poll() is None:
+            self.stop()
+        return start_mosquitto(self.port, self.host, timeout_s, data_dir=self.data_dir)
 
     def stop(self) -> None:
+        """Stop with SIGTERM: with a data dir, mosquitto saves its sessions and queues first."""
         self.process.terminate()
         try:
             self.process.wait(timeout=5)
@@ -38,8 +46,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def start_mosquitto(port: int = 0, host: str = "127.0.0.1", timeout_s: float = 5.0) -> Broker:
-    """Start `mosquitto` listening on host:port (0 picks a free port) and wait until it accepts."""
+def start_mosquitto(
+    port: int = 0,
+    host: str = "127.0.0.1",
+    timeout_s: float = 5.0,
+    *,
+    data_dir: Path | None = None,
+) -> Broker:
+    """Start `mosquitto` listening on host:port (0 picks a free port) and wait until it accepts.
+
+    With `data_dir` the broker keeps its persistent sessions and their queued messages there
+    (saved when it stops and every few seconds), so a restarted broker still holds what was
+    sent to agents that were away; without it everything lives in memory only.
+    """
     executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(executable).exists():
         raise BrokerError(
@@ -49,9 +68,14 @@ def start_mosquitto(port: int = 0, host: str = "127.0.0.1", timeout_s: float = 5
     port = port or free_port(host)
     config_dir = Path(tempfile.mkdtemp(prefix="meterchain-mosquitto-"))
     config = config_dir / "mosquitto.conf"
+    if data_dir is None:
+        persistence = "persistence false\n"
+    else:
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = f"persistence true\npersistence_location {data_dir}/\nautosave_interval 2\n"
     config.write_text(
-        f"listener {port} {host}\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 100000\n"
+        f"listener {port} {host}\nallow_anonymous true\n{persistence}max_queued_messages 100000\n"
     )
     process = subprocess.Popen(
         [executable, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -63,7 +87,7 @@ def start_mosquitto(port: int = 0, host: str = "127.0.0.1", timeout_s: float = 5
             raise BrokerError(f"mosquitto exited at start: {error.strip()[-500:]}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
-                return Broker(host, port, process, config_dir)
+                return Broker(host, port, process, config_dir, data_dir)
         except OSError:
             time.sleep(0.05)
     process.kill()

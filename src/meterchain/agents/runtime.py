@@ -132,6 +132,7 @@ class Agent:
         self._mailbox: asyncio.Queue[Envelope] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.not_understood = 0
+        self.envelopes_taken = 0  # from the mailbox, for drain_mailbox
 
     async def send(
         self,
@@ -155,6 +156,10 @@ class Agent:
         )
         await self.bus.send(envelope)
         return envelope
+
+    @property
+    def mailbox_empty(self) -> bool:
+        return self._mailbox is None or self._mailbox.empty()
 
     def post_local(self, content: BaseModel) -> Envelope:
         """Put a message to this agent itself straight into its mailbox, not through the bus.
@@ -220,6 +225,7 @@ class Agent:
         assert self._mailbox is not None
         while True:
             envelope = await self._mailbox.get()
+            self.envelopes_taken += 1
             await self.deliver(envelope)
 
     async def deliver(self, envelope: Envelope) -> None:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meterchain.commands.agents import market_run
 from meterchain.commands.errors import USER_ERRORS, user_errors
 from meterchain.market.book import MarketError, parse_book
 from meterchain.market.clearing import ClearingResult, Mechanism, clear
@@ -18,6 +19,7 @@ USER_ERRORS.append(MarketError)
 
 app = typer.Typer(help="Market commands.", no_args_is_help=True)
 console = Console(highlight=False)
+app.command("run")(market_run)
 
 
 @app.command("clear")

@@ -1,0 +1,310 @@
+"""The deployed processes: a board's agent, the market and the grid, each on its own host.
+
+Each process builds its agent from its role's config, connects to the MQTT broker, opens its
+own store (so a restart carries on where it stopped) and runs a Ticker on the community's
+clock until it is told to stop. A board needs its meter, its key and the market's EIP-712
+domain, never the chain; the market needs the chain, its operator key and the deployment file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from meterchain.agents.bus_mqtt import MqttBus
+from meterchain.agents.messages import TariffNotice, Tick
+from meterchain.agents.runtime import Agent
+from meterchain.agents.ticker import (
+    PhaseSpec,
+    Ticker,
+    board_phases,
+    build_clock,
+    grid_phases,
+    market_phases,
+)
+from meterchain.chain.errors import ChainError, DeploymentError
+from meterchain.chain.keystore import load_keystore, read_password
+from meterchain.clock import Clock
+from meterchain.config import Tariffs
+from meterchain.roles import BoardConfig, GridConfig, KeyConfig, MarketConfig, MarketRef
+from meterchain.store.db import Store, open_store
+from meterchain.store.records import Records
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from meterchain.chain.signing import MarketDomain
+
+# Each role imports only what it runs: a board never loads web3, the grid neither web3 nor
+# the optimiser. Start-up time matters on a board, and after a restart.
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+Announce = Callable[[str], None]
+
+
+def _tariff_notice(tariffs: Tariffs) -> TariffNotice:
+    return TariffNotice(retail_price=tariffs.retail_price, feed_in_price=tariffs.feed_in_price)
+
+
+def market_domain(ref: MarketRef) -> MarketDomain:
+    """The EIP-712 domain a board signs under, from its config or the deployment file."""
+    from meterchain.chain.signing import MarketDomain
+
+    if ref.chain_id is not None and ref.address is not None:
+        return MarketDomain(chain_id=ref.chain_id, market_address=ref.address)
+    if ref.deployment is None:
+        raise DeploymentError(
+            "the board does not know its market: set [market] deployment = FILE, or "
+            "[market] chain_id and address"
+        )
+    from meterchain.chain.deployment import load_deployment
+
+    deployment = load_deployment(ref.deployment)
+    return MarketDomain(
+        chain_id=deployment.chain_id, market_address=deployment.address("EnergyMarket")
+    )
+
+
+def _unlock(key: KeyConfig) -> LocalAccount:
+    return load_keystore(key.keystore, read_password(env=key.password_env, file=key.password_file))
+
+
+@dataclass
+class Running:
+    """One process's parts, for `serve` to start and stop."""
+
+    agent: Agent
+    bus: MqttBus
+    ticker: Ticker
+    store: Store | None
+    description: str
+
+    def close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+async def serve(running: Running, stop: asyncio.Event, announce: Announce | None = None) -> None:
+    """Run the agent and its ticker until `stop` is set (or either fails); then shut down."""
+    try:
+        await running.agent.start()
+    except BaseException:
+        await running.bus.close()
+        running.close_store()
+        raise
+    await drain_mailbox(running.agent)
+    if announce is not None:
+        announce(f"{running.description}: ready")
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(running.ticker.run(), name="ticker"),
+        *running.agent._tasks,
+    ]
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        pending: set[asyncio.Task[Any]] = {*tasks, stopper}
+        while stopper in pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:  # an agent's `act` may finish early; a failure ends the process
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
+    finally:
+        stopper.cancel()
+        tasks[0].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks[0]
+        await running.agent.stop()
+        await running.bus.close()
+        running.close_store()
+
+
+async def drain_mailbox(agent: Agent, *, quiet_s: float = 0.3, max_s: float = 3.0) -> None:
+    """Let what the broker kept for a restarting agent arrive before its ticker catches up.
+
+    Orders queued for a market that was down must be in its book before the late gate
+    closure its ticker is about to post; so wait until the mailbox has been quiet a moment.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_s
+    seen = -1
+    while loop.time() < deadline:
+        if agent.envelopes_taken == seen and agent.mailbox_empty:
+            return
+        seen = agent.envelopes_taken
+        await asyncio.sleep(quiet_s)
+
+
+def _bus(config: BoardConfig | MarketConfig | GridConfig) -> MqttBus:
+    return MqttBus(
+        config.broker.host,
+        config.broker.port,
+        connect_timeout_s=config.broker.connect_timeout_s,
+    )
+
+
+def _ticker(
+    clock: Clock, config: BoardConfig | MarketConfig | GridConfig, phases: list[PhaseSpec],
+    agent: Agent,
+) -> Ticker:  # fmt: skip
+    async def post(tick: Tick) -> None:
+        agent.post_local(tick)
+
+    return Ticker(
+        clock,
+        interval_s=config.schedule.interval_s,
+        phases=phases,
+        post=post,
+        speed=config.clock.speed,
+        catch_up_intervals=config.schedule.catch_up_intervals,
+    )
+
+
+def build_board(config: BoardConfig) -> Running:
+    """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
+    from meterchain.agents.forecasting import BoardForecast
+    from meterchain.agents.planning import DerPlanner
+    from meterchain.agents.prosumer import ProsumerAgent
+    from meterchain.der.site import Site
+    from meterchain.meters.registry import open_meter
+
+    signer = _unlock(config.key)
+    domain = market_domain(config.market)
+    store = open_store(config.store)
+    clock = build_clock(config.clock)
+    bus = _bus(config)
+    name = config.agent_name
+    records = Records(store, name)
+    interval_s = config.schedule.interval_s
+    forecast = BoardForecast(config.site, records, step_s=interval_s)
+    forecast(clock.now(), 1)  # pvlib's first call is slow: pay for it before the first order
+    planner = DerPlanner(
+        Site(name=config.meter_id),
+        forecast,
+        meter_id=config.meter_id,
+        horizon_steps=config.site.horizon_steps,
+        step_s=interval_s,
+    )
+    agent = ProsumerAgent(
+        name,
+        bus,
+        meter_id=config.meter_id,
+        meter=open_meter(config.meter_url, timeout_s=config.meter_timeout_s, retries=1),
+        signer=signer,
+        domain=domain,
+        planner=planner,
+        records=records,
+        clock=clock,
+        market=config.market_agent,
+        community=config.community,
+        meter_retries=config.meter_retries,
+        decimals=config.decimals,
+    )
+    agent.tariffs = _tariff_notice(config.tariffs)
+    return Running(
+        agent,
+        bus,
+        _ticker(clock, config, board_phases(config.schedule), agent),
+        store,
+        f"board agent {name} for meter {config.meter_id} ({config.meter_url}) on broker "
+        f"{bus.where}, signing as {signer.address} for market {domain.market_address} on "
+        f"chain {domain.chain_id}",
+    )
+
+
+def build_market(config: MarketConfig) -> Running:
+    """The market agent: the chain through the operator's key, the deployment, its outbox."""
+    from meterchain.agents.market import MarketAgent
+    from meterchain.chain.client import EnergyMarketClient
+    from meterchain.chain.deployment import load_deployment
+    from meterchain.chain.node import connect
+    from meterchain.chain.sender import TransactionSender
+    from meterchain.market.clearing import Mechanism
+    from meterchain.store.outbox import Outbox
+
+    deployment = load_deployment(config.deployment)
+    rpc_url = config.rpc_url or deployment.rpc_url
+    w3 = connect(rpc_url)
+    chain_id = int(w3.eth.chain_id)
+    if chain_id != deployment.chain_id:
+        raise DeploymentError(
+            f"{rpc_url} is chain {chain_id}, but the deployment file {config.deployment} is for "
+            f"chain {deployment.chain_id}: point rpc_url at the right node or redeploy"
+        )
+    operator = _unlock(config.key)
+    store = open_store(config.store)
+    try:
+        sender = TransactionSender(w3, operator, outbox=Outbox(store))
+        finished = sender.resume_outbox()
+        if finished:
+            log.info("finished %d transactions left over from the last run", len(finished))
+        client = EnergyMarketClient(sender, deployment.address("EnergyMarket"))
+        if not client.has_role("OPERATOR_ROLE", operator.address):
+            raise ChainError(
+                f"{operator.address} (from {config.key.keystore}) lacks OPERATOR_ROLE on the "
+                f"market {client.address}: use the operator's keystore, or grant it the role"
+            )
+        decimals = client.credit.decimals
+        registry = client.registry
+    except BaseException:
+        store.close()
+        raise
+
+    def lookup(meter_id: str) -> str | None:
+        signer, revoked = registry.signer_of(meter_id)
+        return None if revoked or signer == ZERO_ADDRESS else signer
+
+    clock = build_clock(config.clock)
+    bus = _bus(config)
+    agent = MarketAgent(
+        config.name,
+        bus,
+        market=client,
+        domain=client.domain,
+        signers={},
+        records=Records(store, config.name),
+        tariffs=_tariff_notice(config.tariffs),
+        mechanism=Mechanism(config.mechanism),
+        community=config.community,
+        decimals=decimals,
+        signer_lookup=lookup,
+        chain_retry_max_s=config.chain_retry_max_s,
+    )
+    return Running(
+        agent,
+        bus,
+        _ticker(clock, config, market_phases(config.schedule), agent),
+        store,
+        f"market agent {config.name} for {client.address} on chain {chain_id} ({rpc_url}), "
+        f"operator {operator.address}, broker {bus.where}",
+    )
+
+
+def build_grid(config: GridConfig) -> Running:
+    """The grid agent: tariffs and feeder limits, from its config; it keeps no state."""
+    from meterchain.agents.grid import GridAgent
+
+    clock = build_clock(config.clock)
+    bus = _bus(config)
+    agent = GridAgent(
+        config.name,
+        bus,
+        tariffs=_tariff_notice(config.tariffs),
+        prosumers=list(config.prosumers),
+        feeder_export_limit_w=config.feeder_export_limit_w,
+        community=config.community,
+    )
+    return Running(
+        agent,
+        bus,
+        _ticker(clock, config, grid_phases(config.schedule), agent),
+        None,
+        f"grid agent {config.name}: retail {config.tariffs.retail_price:g}, feed-in "
+        f"{config.tariffs.feed_in_price:g} per kWh, broker {bus.where}",
+    )
