@@ -34,6 +34,10 @@ class ScaledClock:
         self._speed = speed
         self._origin = time.monotonic()
 
+    @property
+    def speed(self) -> float:
+        return self._speed
+
     def now(self) -> datetime:
         elapsed_s = (time.monotonic() - self._origin) * self._speed
         return self._start + timedelta(seconds=elapsed_s)
@@ -58,3 +62,15 @@ class ManualClock:
         if moment < self._now:
             raise ValueError(f"time never goes backwards ({moment} is before {self._now})")
         self._now = moment
+
+
+def anchored_clock(
+    wall_start: datetime, virtual_start: datetime | None, speed: float, wall_now: datetime
+) -> ScaledClock:
+    """A clock that read `virtual_start` at wall time `wall_start` and runs `speed` times fast.
+
+    Every process given the same anchors agrees on virtual time, whenever it starts: the board
+    agents, the market, and the simulated meters they read.
+    """
+    virtual_now = (virtual_start or wall_start) + (wall_now - wall_start) * speed
+    return ScaledClock(virtual_now, speed)

@@ -225,6 +225,8 @@ class Community:
             [
                 EXECUTABLE, "meter", "serve", "--protocol", spec.protocol, "--meter-id",
                 spec.meter_id, "--profile", spec.profile, "--speed", f"{SPEED:g}",
+                "--clock-start", self.clock_start.isoformat(),
+                "--virtual-start", self.virtual_start.isoformat(),
             ],
         )  # fmt: skip
         server.start()

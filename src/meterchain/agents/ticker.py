@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from meterchain.agents.messages import Tick
-from meterchain.clock import Clock, ScaledClock, WallClock
+from meterchain.clock import Clock, WallClock, anchored_clock
 from meterchain.roles import ClockConfig, ScheduleConfig
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,7 @@ def build_clock(config: ClockConfig, *, wall_now: datetime | None = None) -> Clo
     if config.start is None:
         return WallClock()
     wall = wall_now or datetime.now(UTC)
-    virtual_anchor = config.virtual_start or config.start
-    virtual_now = virtual_anchor + (wall - config.start) * config.speed
-    return ScaledClock(virtual_now, config.speed)
+    return anchored_clock(config.start, config.virtual_start, config.speed, wall)
 
 
 @dataclass(frozen=True)

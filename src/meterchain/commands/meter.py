@@ -7,12 +7,14 @@ command that uses them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from meterchain.clock import ScaledClock, anchored_clock
 from meterchain.commands.errors import USER_ERRORS, OptionError, user_errors
 from meterchain.meters.errors import MeterError
 from meterchain.model import RelayState
@@ -146,14 +148,52 @@ def serve(
             "for client 17, default 12345678; IEC 62056-21 programming mode, default 00000000).",
         ),
     ] = None,
+    clock_start: Annotated[
+        str | None,
+        typer.Option(
+            help="Wall-clock anchor (ISO 8601 with zone) shared with the agents' [clock] start, "
+            "so meters and agents agree on virtual time. Default: now."
+        ),
+    ] = None,
+    virtual_start: Annotated[
+        str | None,
+        typer.Option(
+            help="The meter's time at --clock-start (ISO 8601 with zone), e.g. a sunny morning."
+        ),
+    ] = None,
 ) -> None:
     """Serve one simulated meter until SIGINT or SIGTERM."""
     import asyncio
 
     options = simulator_options(protocol.value, register_map, password)
+    clock = simulator_clock(speed, clock_start, virtual_start)
     asyncio.run(
-        _serve(protocol.value, meter_id, host, port, profile.value, speed, serial, pty, options)
+        _serve(protocol.value, meter_id, host, port, profile.value, clock, serial, pty, options)
     )
+
+
+def _moment(option: str, text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise OptionError(f"{option} {text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise OptionError(f"{option} {text!r} needs a time zone, e.g. 2026-11-24T13:00:00Z")
+    return moment
+
+
+def simulator_clock(
+    speed: float, clock_start: str | None, virtual_start: str | None
+) -> ScaledClock:
+    """The simulated meter's clock: `speed` times real time, anchored like the agents' clock."""
+    if speed <= 0:
+        raise OptionError(f"--speed must be positive, got {speed:g}")
+    now = datetime.now(UTC)
+    if clock_start is None and virtual_start is None:
+        return ScaledClock(now, speed)
+    wall = _moment("--clock-start", clock_start) if clock_start else now
+    virtual = _moment("--virtual-start", virtual_start) if virtual_start else None
+    return anchored_clock(wall, virtual, speed, now)
 
 
 def simulator_options(
@@ -190,7 +230,7 @@ async def _serve(
     host: str,
     port: int,
     profile: str,
-    speed: float,
+    clock: ScaledClock,
     serial: str | None,
     pty: bool,
     options: dict[str, str],
@@ -199,13 +239,14 @@ async def _serve(
     import contextlib
     import signal
 
-    from meterchain.clock import ScaledClock
     from meterchain.meters.sim.physical import build_profile_meter
     from meterchain.meters.sim.registry import start_serial_simulator, start_simulator
     from meterchain.meters.sim.serial_link import VirtualSerialLink
 
-    meter = build_profile_meter(meter_id, profile, ScaledClock(speed=speed))
-    details = f"{profile}, x{speed:g}" + (f", map {options['map']}" if "map" in options else "")
+    meter = build_profile_meter(meter_id, profile, clock)
+    details = f"{profile}, x{clock.speed:g}" + (
+        f", map {options['map']}" if "map" in options else ""
+    )
     with contextlib.ExitStack() as stack:
         if pty:
             link = stack.enter_context(VirtualSerialLink())
