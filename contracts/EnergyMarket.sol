@@ -7,6 +7,7 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
@@ -25,6 +26,8 @@ interface IMeterRegistry {
 ///        (meterId, nonce), so none is counted twice; the check runs in memory.
 ///      - Each order's signature is verified once, however many trades it is in, and each meter
 ///        is looked up in the registry once per batch.
+///      - A batch works in flat memory: one word per order and three per trading meter, no
+///        structs; the domain separator is read once per batch.
 ///      - One storage slot per meter holds the last settled interval, both cumulative counters
 ///        and the meter's internal balance (four uint64): one write per meter per batch/interval.
 ///      - Money is netted per participant: a batch writes each buyer's slot once, a delivery
@@ -70,6 +73,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     uint256 private constant _MIN_ENTRY_BYTES = 81; // meterId 32 | flags 1 | position 48 or more
     uint256 private constant _READING_BYTES = 81; // importWh 8 | exportWh 8 | r 32 | s 32 | v 1
     uint256 private constant _MILLI = 1000;
+    uint256 private constant _METER_WORDS = 3; // per trading meter in settleBatch: id, buy sums, sell sums
     // Bit offsets in a meter's slot.
     uint256 private constant _IMPORT = 64;
     uint256 private constant _EXPORT = 128;
@@ -297,10 +301,15 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         uint256 orderCount = orders.length / ORDER_BYTES;
         if (orderCount > type(uint16).max) revert TooManyOrders(orderCount, type(uint16).max);
 
-        Position[] memory positions = new Position[](orderCount);
-        (uint256[] memory book, uint256 participants) = _verifyOrders(interval, orders, positions);
-        _applyTrades(orders, trades, book, positions);
-        (uint256 escrowed, bytes memory packedPositions) = _escrow(positions, participants);
+        if (trades.length / TRADE_BYTES > type(uint32).max) revert MalformedTrades(trades.length);
+
+        // Working memory, one allocation each, no structs: a word per order (see _bookEntry)
+        // and three words per meter (meterId, buy sums, sell sums; see _applyTrades).
+        uint256[] memory book = new uint256[](orderCount);
+        uint256[] memory meters = new uint256[](orderCount * _METER_WORDS);
+        uint256 participants = _verifyOrders(interval, orders, book, meters);
+        _applyTrades(orders, trades, book, meters);
+        (uint256 escrowed, bytes memory packedPositions) = _escrow(meters, participants);
 
         _intervals[interval] = keccak256(packedPositions);
         escrowTotal += escrowed;
@@ -308,34 +317,50 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     }
 
     /// @dev Checks every order's place in the sort order, side and signature, looking each
-    ///      meter up once; returns each order as one word (quantity, limit, filled, participant,
-    ///      side) and the number of distinct meters.
-    function _verifyOrders(uint64 interval, bytes calldata orders, Position[] memory positions)
+    ///      meter up once; fills `book` with one word per order and the first word of each
+    ///      meter's three in `meters` with its id; returns the number of distinct meters.
+    function _verifyOrders(uint64 interval, bytes calldata orders, uint256[] memory book, uint256[] memory meters)
         private
         view
-        returns (uint256[] memory book, uint256 participants)
+        returns (uint256 participants)
     {
-        uint256 count = orders.length / ORDER_BYTES;
-        book = new uint256[](count);
+        bytes32 domain = _domainSeparatorV4(); // once per batch, not once per order
         bytes32 previousMeter;
         uint256 previousNonce;
         address signer;
-        for (uint256 i; i < count; ++i) {
-            uint256 offset = i * ORDER_BYTES;
-            bytes32 meterId = _word(orders, offset);
-            uint256 fields = uint256(_word(orders, offset + 32));
-            if (i == 0 || meterId != previousMeter) {
-                if (meterId < previousMeter) revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
-                signer = _activeSigner(meterId);
-                positions[participants++].meterId = meterId;
-                previousMeter = meterId;
-            } else if (fields >> 192 <= previousNonce) {
-                if (fields >> 192 == previousNonce) revert OrderCountedTwice(meterId, uint64(previousNonce));
-                revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
+        for (uint256 i; i < book.length; ++i) {
+            uint256 at; // calldata position of order i
+            uint256 entry;
+            {
+                bytes32 meterId;
+                uint256 fields; // nonce 8 | side 1 | quantityWh 8 | limitPrice 8 | (7 bytes of r)
+                assembly ("memory-safe") {
+                    at := add(orders.offset, mul(i, ORDER_BYTES))
+                    meterId := calldataload(at)
+                    fields := calldataload(add(at, 32))
+                }
+                if (i == 0 || meterId != previousMeter) {
+                    if (meterId < previousMeter) revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
+                    signer = _activeSigner(meterId);
+                    assembly ("memory-safe") {
+                        // meters[participants * 3] = meterId (in bounds: participants <= i < orders)
+                        mstore(add(add(meters, 0x20), mul(participants, 0x60)), meterId)
+                    }
+                    unchecked {
+                        ++participants;
+                    }
+                    previousMeter = meterId;
+                } else if (fields >> 192 <= previousNonce) {
+                    if (fields >> 192 == previousNonce) revert OrderCountedTwice(meterId, uint64(previousNonce));
+                    revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
+                }
+                previousNonce = fields >> 192;
+                entry = _bookEntry(meterId, fields, participants - 1);
             }
-            previousNonce = fields >> 192;
-            book[i] = _bookEntry(meterId, fields, participants - 1);
-            _checkOrderSignature(interval, orders, offset, signer);
+            assembly ("memory-safe") {
+                mstore(add(add(book, 0x20), shl(5, i)), entry) // book[i] (i < book.length)
+            }
+            _checkOrderSignature(domain, interval, entry, at, signer);
         }
     }
 
@@ -347,100 +372,194 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
             | (side << _SIDE);
     }
 
-    function _checkOrderSignature(uint64 interval, bytes calldata orders, uint256 offset, address signer)
+    /// @dev The order at calldata position `at` must be signed by `signer` for this market
+    ///      (`domain`) and `interval`. Side, quantity and limit come from its (checked) `entry`.
+    function _checkOrderSignature(bytes32 domain, uint64 interval, uint256 entry, uint256 at, address signer)
         private
-        view
+        pure
     {
-        bytes32 meterId = _word(orders, offset);
-        uint256 fields = uint256(_word(orders, offset + 32));
-        bytes32 digest = _orderDigest(
-            meterId, interval, (fields >> 184) & 0xff, (fields >> 120) & _U64, (fields >> 56) & _U64, fields >> 192
-        );
-        (address recovered,,) = ECDSA.tryRecover(
-            digest, uint8(bytes1(_word(orders, offset + 121))), _word(orders, offset + 57), _word(orders, offset + 89)
-        );
-        if (recovered != signer) revert InvalidOrderSignature(meterId, uint64(fields >> 192), recovered);
+        bytes32 typeHash = ORDER_TYPEHASH;
+        bytes32 structHash;
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            // hashStruct(Order) over scratch memory past the free pointer (not allocated).
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            mstore(add(m, 0x20), calldataload(at)) // meterId
+            mstore(add(m, 0x40), interval)
+            mstore(add(m, 0x60), shr(_SIDE, entry)) // side
+            mstore(add(m, 0x80), and(entry, _U64)) // quantityWh
+            mstore(add(m, 0xa0), and(shr(_LIMIT, entry), _U64)) // limitPrice
+            mstore(add(m, 0xc0), shr(192, calldataload(add(at, 32)))) // nonce
+            structHash := keccak256(m, 0xe0)
+            r := calldataload(add(at, 57))
+            s := calldataload(add(at, 89))
+            v := byte(0, calldataload(add(at, 121)))
+        }
+        (address recovered,,) = ECDSA.tryRecover(MessageHashUtils.toTypedDataHash(domain, structHash), v, r, s);
+        if (recovered != signer) {
+            revert InvalidOrderSignature(_calldataWord(at), uint64(uint256(_calldataWord(at + 32)) >> 192), recovered);
+        }
     }
 
+    /// @dev The 32 bytes of calldata at absolute position `at`.
+    function _calldataWord(uint256 at) private pure returns (bytes32 word) {
+        assembly ("memory-safe") {
+            word := calldataload(at)
+        }
+    }
+
+    /// @dev Checks every trade against its two orders and adds it to their fills and to the
+    ///      two meters' sums. A meter's sums are two words in `meters` after its id:
+    ///      boughtWh << 128 | costMilli, and soldWh << 128 | valueMilli. They cannot carry
+    ///      across the 128-bit boundary: there are fewer than 2^32 trades (checked), each adds
+    ///      under 2^32 Wh and under 2^96 milli-units (uint32 Wh × uint64 price).
     function _applyTrades(
         bytes calldata orders,
         bytes calldata trades,
         uint256[] memory book,
-        Position[] memory positions
+        uint256[] memory meters
     ) private pure {
         uint256 count = trades.length / TRADE_BYTES;
+        uint256 ordersAt;
+        assembly ("memory-safe") {
+            ordersAt := orders.offset
+        }
         for (uint256 t; t < count; ++t) {
-            uint256 fields = uint256(_word(trades, t * TRADE_BYTES));
-            uint256 buyIndex = fields >> 240;
-            uint256 sellIndex = (fields >> 224) & 0xffff;
-            if (buyIndex >= book.length) revert TradeOrderOutOfRange(t, buyIndex, book.length);
-            if (sellIndex >= book.length) revert TradeOrderOutOfRange(t, sellIndex, book.length);
+            uint256 fields; // buyOrderIndex 2 | sellOrderIndex 2 | quantityWh 4 | price 8 | (next trade)
+            assembly ("memory-safe") {
+                fields := calldataload(add(trades.offset, shl(4, t))) // TRADE_BYTES = 16
+            }
+            if (fields >> 240 >= book.length) revert TradeOrderOutOfRange(t, fields >> 240, book.length);
+            if ((fields >> 224) & 0xffff >= book.length) {
+                revert TradeOrderOutOfRange(t, (fields >> 224) & 0xffff, book.length);
+            }
+            if ((fields >> 192) & 0xffffffff == 0) revert ZeroQuantityTrade(t);
+            uint256 buyer = _fill(ordersAt, book, fields >> 240, t, BUY, fields);
+            uint256 seller = _fill(ordersAt, book, (fields >> 224) & 0xffff, t, SELL, fields);
+            if (buyer == seller) revert SelfTrade(t, bytes32(meters[buyer * _METER_WORDS]));
             uint256 quantityWh = (fields >> 192) & 0xffffffff;
-            if (quantityWh == 0) revert ZeroQuantityTrade(t);
-            uint256 price = (fields >> 128) & _U64;
-            uint256 buy = _fill(orders, book[buyIndex], buyIndex, t, BUY, quantityWh, price);
-            uint256 sell = _fill(orders, book[sellIndex], sellIndex, t, SELL, quantityWh, price);
-            book[buyIndex] = buy;
-            book[sellIndex] = sell;
-            Position memory buyer = positions[(buy >> _PARTICIPANT) & 0xffff];
-            Position memory seller = positions[(sell >> _PARTICIPANT) & 0xffff];
-            if (buyer.meterId == seller.meterId) revert SelfTrade(t, buyer.meterId);
-            uint256 valueMilli = quantityWh * price;
-            buyer.boughtWh += quantityWh;
-            buyer.costMilli += valueMilli;
-            seller.soldWh += quantityWh;
-            seller.valueMilli += valueMilli;
+            uint256 sums = (quantityWh << 128) | (quantityWh * ((fields >> 128) & _U64));
+            assembly ("memory-safe") {
+                // Participants are < orders <= meters.length / 3: in bounds.
+                let b := add(add(meters, 0x40), mul(buyer, 0x60)) // meters[buyer * 3 + 1]
+                mstore(b, add(mload(b), sums))
+                let s := add(add(meters, 0x60), mul(seller, 0x60)) // meters[seller * 3 + 2]
+                mstore(s, add(mload(s), sums))
+            }
         }
     }
 
-    /// @dev Checks trade `t` against order `index` (its side, limit and remaining quantity) and
-    ///      returns the order's word with the quantity added to its fill.
+    /// @dev Checks trade `t` (its packed `fields`) against order `index` on `side`: the
+    ///      order's side, its limit and its remaining quantity (`index` is in range); adds the trade to the
+    ///      order's fill and returns the order's participant (meter) number.
     function _fill(
-        bytes calldata orders,
-        uint256 entry,
+        uint256 ordersAt,
+        uint256[] memory book,
         uint256 index,
         uint256 t,
         uint256 side,
-        uint256 quantityWh,
-        uint256 price
+        uint256 fields
     ) private pure returns (uint256) {
-        uint256 limitPrice = (entry >> _LIMIT) & _U64;
-        uint256 quantity = entry & _U64;
-        uint256 filled = (entry >> _FILLED) & _U64;
-        if (entry >> _SIDE != side || (side == BUY ? price > limitPrice : price < limitPrice)
-                || quantityWh > quantity - filled) {
-            bytes32 meterId = _word(orders, index * ORDER_BYTES);
-            uint64 nonce = uint64(uint256(_word(orders, index * ORDER_BYTES + 32)) >> 192);
-            if (entry >> _SIDE != side) {
-                if (side == BUY) revert NotABuyOrder(t, meterId, nonce);
-                revert NotASellOrder(t, meterId, nonce);
-            }
-            if (side == BUY && price > limitPrice) revert PriceAboveBuyLimit(meterId, nonce, price, limitPrice);
-            if (side == SELL && price < limitPrice) revert PriceBelowSellLimit(meterId, nonce, price, limitPrice);
-            revert OrderOverfilled(meterId, nonce, filled + quantityWh, quantity);
+        uint256 entry;
+        assembly ("memory-safe") {
+            entry := mload(add(add(book, 0x20), shl(5, index)))
         }
-        return entry + (quantityWh << _FILLED);
+        uint256 quantityWh = (fields >> 192) & 0xffffffff;
+        uint256 price = (fields >> 128) & _U64;
+        uint256 limitPrice = (entry >> _LIMIT) & _U64;
+        // filled <= quantity always holds (checked below), so quantity - filled cannot underflow.
+        unchecked {
+            if (entry >> _SIDE != side || (side == BUY ? price > limitPrice : price < limitPrice)
+                    || quantityWh > (entry & _U64) - ((entry >> _FILLED) & _U64)) {
+                _revertFill(ordersAt, entry, index, t, side, fields);
+            }
+        }
+        assembly ("memory-safe") {
+            // The fill stays <= the quantity (< 2^64): it never carries into the next field.
+            mstore(add(add(book, 0x20), shl(5, index)), add(entry, shl(_FILLED, quantityWh)))
+        }
+        return (entry >> _PARTICIPANT) & 0xffff;
     }
 
-    function _escrow(Position[] memory positions, uint256 participants)
+    /// @dev Names why trade `t` cannot fill order `index` (its side, limit or remaining quantity).
+    function _revertFill(uint256 ordersAt, uint256 entry, uint256 index, uint256 t, uint256 side, uint256 fields)
+        private
+        pure
+    {
+        uint256 quantityWh = (fields >> 192) & 0xffffffff;
+        uint256 price = (fields >> 128) & _U64;
+        uint256 limitPrice = (entry >> _LIMIT) & _U64;
+        bytes32 meterId = _calldataWord(ordersAt + index * ORDER_BYTES);
+        uint64 nonce = uint64(uint256(_calldataWord(ordersAt + index * ORDER_BYTES + 32)) >> 192);
+        if (entry >> _SIDE != side) {
+            if (side == BUY) revert NotABuyOrder(t, meterId, nonce);
+            revert NotASellOrder(t, meterId, nonce);
+        }
+        if (side == BUY && price > limitPrice) revert PriceAboveBuyLimit(meterId, nonce, price, limitPrice);
+        if (side == SELL && price < limitPrice) revert PriceBelowSellLimit(meterId, nonce, price, limitPrice);
+        revert OrderOverfilled(meterId, nonce, ((entry >> _FILLED) & _U64) + quantityWh, entry & _U64);
+    }
+
+    /// @dev Takes each buyer's payment into escrow (one slot write per buyer) and packs every
+    ///      trading meter's position as BatchSettled carries it.
+    function _escrow(uint256[] memory meters, uint256 participants)
         private
         returns (uint256 escrowed, bytes memory packed)
     {
         packed = _newPackedPositions(participants);
         uint256 count;
         for (uint256 p; p < participants; ++p) {
-            Position memory position = positions[p];
-            if (position.boughtWh == 0 && position.soldWh == 0) continue;
-            if (position.boughtWh > _U64 || position.soldWh > _U64) revert MalformedTrades(p);
-            uint256 amount = Math.ceilDiv(position.costMilli, _MILLI);
-            if (amount != 0) {
-                uint256 slot = _meters[position.meterId];
-                uint256 balance = slot >> _BALANCE;
-                if (balance < amount) revert InsufficientBalance(position.meterId, amount, balance);
-                _meters[position.meterId] = slot - (amount << _BALANCE);
-                escrowed += amount;
+            bytes32 meterId;
+            uint256 bought;
+            uint256 sold;
+            assembly ("memory-safe") {
+                let at := add(add(meters, 0x20), mul(p, 0x60)) // p < participants <= orders
+                meterId := mload(at)
+                bought := mload(add(at, 0x20))
+                sold := mload(add(at, 0x40))
             }
-            _packPosition(packed, count++, position);
+            if (bought | sold == 0) continue;
+            uint256 boughtWh = bought >> 128;
+            uint256 costMilli = bought & type(uint128).max;
+            uint256 soldWh = sold >> 128;
+            if (boughtWh > _U64 || soldWh > _U64) revert MalformedTrades(p);
+            uint256 amount;
+            unchecked {
+                amount = (costMilli + (_MILLI - 1)) / _MILLI; // ceil; costMilli < 2^128
+            }
+            if (amount != 0) {
+                // _meters[meterId], its slot's key computed once for the read and the write.
+                bytes32 key;
+                uint256 slot;
+                assembly ("memory-safe") {
+                    mstore(0x00, meterId)
+                    mstore(0x20, _meters.slot)
+                    key := keccak256(0x00, 0x40)
+                    slot := sload(key)
+                }
+                uint256 balance = slot >> _BALANCE;
+                if (balance < amount) revert InsufficientBalance(meterId, amount, balance);
+                assembly ("memory-safe") {
+                    sstore(key, sub(slot, shl(_BALANCE, amount))) // amount <= balance: no borrow
+                }
+                unchecked {
+                    escrowed += amount; // each amount < 2^64 (a balance), fewer than 2^16 meters
+                }
+            }
+            uint256 middle = (boughtWh << 192) | (costMilli << 64) | soldWh;
+            uint256 last = sold << 128; // valueMilli in the top 16 bytes
+            assembly ("memory-safe") {
+                let at := add(add(packed, 0x20), mul(count, _PACKED_POSITION_BYTES))
+                mstore(at, meterId)
+                mstore(add(at, 0x20), middle)
+                mstore(add(at, 0x40), last)
+            }
+            unchecked {
+                ++count;
+            }
         }
         _setLength(packed, count * _PACKED_POSITION_BYTES);
     }

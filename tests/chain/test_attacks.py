@@ -18,7 +18,7 @@ from contract_suite import (
 )
 from web3 import Web3
 
-from meterchain.chain.batch import pack_delivery_entry, pack_order, pack_trade
+from meterchain.chain.batch import pack_batch, pack_delivery_entry, pack_order, pack_trade
 from meterchain.chain.errors import TransactionReverted
 from meterchain.chain.node import dev_account
 from meterchain.chain.signing import MarketDomain, OrderSide
@@ -230,6 +230,50 @@ def test_sell_order_used_as_a_buy_is_rejected(suite: Suite) -> None:
         lambda: suite.market().settle_batch(INTERVAL, [trade(sell, buy, 100, 55)], [buy, sell]),
         "NotABuyOrder",
     )
+
+
+def test_buy_order_used_as_a_sell_is_rejected(suite: Suite) -> None:
+    alice, _, carol, _ = suite.meters
+    buy = suite.order(alice, OrderSide.BUY, 1000, 70)
+    other = suite.order(carol, OrderSide.BUY, 1000, 70)
+    error = reverts(
+        lambda: suite.market().settle_batch(INTERVAL, [trade(buy, other, 100, 55)], [buy, other]),
+        "NotASellOrder",
+    )
+    assert error.args == (0, carol.id, other.order.nonce)
+
+
+def test_trade_naming_an_order_outside_the_batch_is_rejected(suite: Suite) -> None:
+    buy, sell = book(suite)
+    orders = pack_batch([buy, sell], []).orders
+    error = reverts(
+        lambda: suite.market().settle_batch_packed(INTERVAL, orders, pack_trade(0, 2, 100, 55)),
+        "TradeOrderOutOfRange",
+    )
+    assert error.args == (0, 2, 2)
+
+
+def test_trade_of_zero_energy_is_rejected(suite: Suite) -> None:
+    buy, sell = book(suite)
+    packed = pack_batch([buy, sell], [trade(buy, sell, 1, 55)])
+    zero = packed.trades[:4] + bytes(4) + packed.trades[8:]
+    error = reverts(
+        lambda: suite.market().settle_batch_packed(INTERVAL, packed.orders, zero),
+        "ZeroQuantityTrade",
+    )
+    assert error.args == (0,)
+
+
+def test_order_with_a_side_other_than_buy_or_sell_is_rejected(suite: Suite) -> None:
+    buy, sell = book(suite)
+    packed = pack_batch([buy, sell], [trade(buy, sell, 100, 55)])
+    at = packed.orders.index(buy.order.meter_id) + 40  # meterId 32 | nonce 8 | side 1
+    orders = packed.orders[:at] + bytes([2]) + packed.orders[at + 1 :]
+    error = reverts(
+        lambda: suite.market().settle_batch_packed(INTERVAL, orders, packed.trades),
+        "InvalidSide",
+    )
+    assert error.args == (buy.order.meter_id, buy.order.nonce, 2)
 
 
 def test_meter_trading_with_itself_is_rejected(suite: Suite) -> None:

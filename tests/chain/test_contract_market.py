@@ -22,7 +22,7 @@ from contract_suite import (
 )
 from web3 import Web3
 
-from meterchain.chain.batch import decode_positions, settle_meter
+from meterchain.chain.batch import Position, compute_positions, decode_positions, settle_meter
 from meterchain.chain.client import IntervalStatus
 from meterchain.chain.errors import TransactionReverted
 from meterchain.chain.node import dev_account
@@ -155,6 +155,22 @@ def test_one_order_can_fill_several_trades_and_is_verified_once(suite: Suite) ->
         [buy, sell_bob, sell_carol],
     )
     assert market.balance_of(alice.name) == DEPOSIT - 120  # 2 kWh at 60 cents
+
+
+def test_a_meter_that_buys_and_sells_in_one_batch_gets_one_position(suite: Suite) -> None:
+    alice, bob, carol, _ = suite.meters
+    alice_buy = suite.order(alice, OrderSide.BUY, 1000, 70)
+    alice_sell = suite.order(alice, OrderSide.SELL, 500, 40)
+    bob_sell = suite.order(bob, OrderSide.SELL, 1000, 40)
+    carol_buy = suite.order(carol, OrderSide.BUY, 500, 70)
+    trades = [trade(alice_buy, bob_sell, 1000, 55), trade(carol_buy, alice_sell, 500, 50)]
+    market = suite.market()
+    result = market.settle_batch(INTERVAL, trades, [carol_buy, alice_sell, bob_sell, alice_buy])
+    assert result.positions == compute_positions(trades)
+    assert market.positions(INTERVAL) == result.positions
+    assert result.positions[0] == Position(alice.id, 1000, 55_000, 500, 25_000)
+    assert market.balance_of(alice.name) == DEPOSIT - 55
+    assert market.balance_of(carol.name) == DEPOSIT - 25
 
 
 def test_costs_are_exact_in_thousandths_and_rounded_once_per_buyer(suite: Suite) -> None:
