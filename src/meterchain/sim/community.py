@@ -414,6 +414,7 @@ async def _drive(
         for m, r in ((r.meter_id, r) for r in market.book(baseline).readings.values())
     }
     intervals: list[IntervalMarket] = []
+
     for index in range(scenario.intervals):
         start = scenario.start + step * index
         interval = int(start.timestamp())
@@ -432,9 +433,10 @@ async def _drive(
         cleared = market.cleared[interval]
         delivered = market.delivered.get(interval)
         readings = market.book(interval).readings
-        positions = {
-            p.meter_id: p for p in await asyncio.to_thread(market_client.positions, interval)
-        }
+        recorded = cleared.positions
+        if recorded is None:
+            recorded = await asyncio.to_thread(market_client.positions, interval)
+        positions = {p.meter_id: p for p in recorded}
         for household in households:
             meter_id = household.config.meter_id
             reading = readings.get(meter_id)

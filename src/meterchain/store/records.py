@@ -31,6 +31,9 @@ class RecordRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+_INSERT = insert(RecordRow)  # built once; each write only binds its values
+
+
 class Records:
     """One agent's records in a store."""
 
@@ -75,9 +78,9 @@ class Records:
 
     def _write(self, kind: str, key: str, payload: dict[str, Any], *, replace: bool) -> None:
         text = json.dumps(payload, default=str)
-        with self.store.session() as session:
+        with self.store.quick_write() as connection:
             if replace:
-                session.execute(
+                connection.execute(
                     update(RecordRow)
                     .where(
                         RecordRow.agent == self.agent,
@@ -87,12 +90,13 @@ class Records:
                     .values(payload=text)
                 )
             else:
-                session.execute(
-                    insert(RecordRow).values(
-                        agent=self.agent,
-                        kind=kind,
-                        key=key,
-                        payload=text,
-                        created_at=datetime.now(UTC),
-                    )
+                connection.execute(
+                    _INSERT,
+                    {
+                        "agent": self.agent,
+                        "kind": kind,
+                        "key": key,
+                        "payload": text,
+                        "created_at": datetime.now(UTC),
+                    },
                 )
