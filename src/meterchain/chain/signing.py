@@ -22,6 +22,7 @@ from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_domai
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
+from eth_keys.datatypes import PrivateKey
 from eth_utils.address import to_checksum_address
 
 from meterchain.chain.errors import ChainError
@@ -270,28 +271,37 @@ def typed_data_digests(
     return _digest(_signable_order(domain, order)), _digest(_signable_reading(domain, reading))
 
 
-def _key_of(signer: LocalAccount | bytes | str) -> Any:
-    return signer.key if isinstance(signer, LocalAccount) else signer
+@lru_cache(maxsize=1024)
+def _private_key(key: bytes) -> PrivateKey:
+    """The key object of a board's key, made once: deriving it costs more than signing."""
+    return PrivateKey(key)
 
 
-def _packed(signed: Any) -> bytes:
-    return int(signed.r).to_bytes(32, "big") + int(signed.s).to_bytes(32, "big") + bytes([signed.v])
+def _sign_digest(digest: bytes, signer: LocalAccount | bytes | str) -> bytes:
+    """A 65-byte signature (r ‖ s ‖ v, v = 27 or 28) of a 32-byte digest."""
+    raw = signer.key if isinstance(signer, LocalAccount) else signer
+    key = bytes.fromhex(raw[2:] if raw.startswith("0x") else raw) if isinstance(raw, str) else raw
+    if len(key) != 32:
+        raise SigningError("a private key is 32 bytes")
+    signature = _private_key(bytes(key)).sign_msg_hash(digest)
+    r, s, v = int(signature.r), int(signature.s), int(signature.v)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v + 27])
 
 
 def sign_order(
     domain: MarketDomain, order: OrderMessage, signer: LocalAccount | bytes | str
 ) -> SignedOrder:
     """Sign an order with a meter's board key (an account or its private key)."""
-    signed = Account.unsafe_sign_hash(order_digest(domain, order), _key_of(signer))
-    return SignedOrder(order=order, signature=_packed(signed))
+    return SignedOrder(order=order, signature=_sign_digest(order_digest(domain, order), signer))
 
 
 def sign_reading(
     domain: MarketDomain, reading: ReadingMessage, signer: LocalAccount | bytes | str
 ) -> SignedReading:
     """Sign a reading with a meter's board key (an account or its private key)."""
-    signed = Account.unsafe_sign_hash(reading_digest(domain, reading), _key_of(signer))
-    return SignedReading(reading=reading, signature=_packed(signed))
+    return SignedReading(
+        reading=reading, signature=_sign_digest(reading_digest(domain, reading), signer)
+    )
 
 
 def _recover(digest: bytes, signature: bytes) -> str:
