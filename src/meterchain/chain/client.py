@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
 from web3._utils.events import EventLogErrorFlags
 from web3.contract import Contract
@@ -427,11 +428,9 @@ class EnergyMarketClient(_ContractClient):
         ids = [_meter_bytes(m) for m in meter_ids]
         if len(ids) <= 1:
             return {i: self.balance_of(i) for i in ids}
-        with self.w3.batch_requests() as batch:
-            for meter_id in ids:
-                batch.add(self.contract.functions.balanceOf(meter_id))
-            values = batch.execute()
-        return {i: int(cast(Any, v)) for i, v in zip(ids, values, strict=True)}
+        selector = function_signature_to_4byte_selector("balanceOf(bytes32)")
+        returned = self.sender.call_many([(self.address, selector + i) for i in ids])
+        return {i: int.from_bytes(data, "big") for i, data in zip(ids, returned, strict=True)}
 
     def meter_account(self, meter_id: str | bytes) -> MeterAccount:
         last_interval, import_wh, export_wh, balance = self._call(
