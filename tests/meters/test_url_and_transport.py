@@ -69,3 +69,19 @@ async def test_silence_on_the_line_is_a_timeout(serial_link: VirtualSerialLink) 
     finally:
         await client_side.close()
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "modbus+tcp://127.0.0.1:502?unti=1",
+        "dlms+tcp://127.0.0.1:4059?pasword=x",
+        "iec62056-21+tcp://127.0.0.1:5021?pasword=x",
+        "nbr14522+tcp://127.0.0.1:5022?reeder=1",
+    ],
+)
+def test_every_driver_names_a_misspelt_option(text: str) -> None:
+    from meterchain.meters.registry import open_meter
+
+    with pytest.raises(InvalidMeterUrl, match="unknown option .*; known: "):
+        open_meter(text)

@@ -140,12 +140,7 @@ class DlmsMeter:
             raise InvalidMeterUrl(
                 f"{url}: DLMS runs over tcp (wrapper) or hdlc (serial line), not {url.transport}"
             )
-        unknown = set(url.options) - KNOWN_OPTIONS
-        if unknown:
-            raise InvalidMeterUrl(
-                f"{url}: unknown option {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(KNOWN_OPTIONS))}"
-            )
+        url.reject_unknown_options(KNOWN_OPTIONS)
         password = url.options.get("password")
         self.url = url
         self.password: bytes | None = password.encode() if password else None

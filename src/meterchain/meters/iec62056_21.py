@@ -108,11 +108,7 @@ class Iec62056Meter:
                 f"{url}: IEC 62056-21 runs over tcp or a plain serial line, not "
                 f"{url.transport!r}; write iec62056-21:///dev/ttyUSB0 or iec62056-21+tcp://HOST:PORT"
             )
-        unknown = sorted(set(url.options) - set(OPTIONS))
-        if unknown:
-            raise InvalidMeterUrl(
-                f"{url}: unknown option {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
-            )
+        url.reject_unknown_options(OPTIONS)
         check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s

@@ -96,11 +96,7 @@ class ModbusMeter:
                 f"{url}: Modbus runs over tcp or rtu, not {url.transport}; "
                 "write modbus+tcp://HOST:PORT or modbus+rtu:///dev/ttyUSB0"
             )
-        unknown = sorted(set(url.options) - set(URL_OPTIONS))
-        if unknown:
-            raise InvalidMeterUrl(
-                f"{url}: unknown option(s) {', '.join(unknown)}; known: {', '.join(URL_OPTIONS)}"
-            )
+        url.reject_unknown_options(URL_OPTIONS)
         check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s

@@ -36,6 +36,7 @@ from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
 T = TypeVar("T")
 
 DEFAULT_READER_SERIAL = "123456"
+URL_OPTIONS = ("reader", "address", "utc_offset_h", "baud")
 BACKOFF_S = 0.1
 # Bytes that may precede the ENQ we synchronise on before the line is declared foreign.
 MAX_NOISE_BEFORE_ENQ = 2 * codec.RESPONSE_SIZE
@@ -52,6 +53,7 @@ class Nbr14522Meter:
                 f"{url}: NBR 14522 runs over TCP or a plain serial line; write "
                 "nbr14522+tcp://HOST:PORT or nbr14522:///dev/ttyUSB0?baud=9600"
             )
+        url.reject_unknown_options(URL_OPTIONS)
         check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -49,6 +50,15 @@ class MeterUrl:
             return float(value)
         except ValueError:
             raise InvalidMeterUrl(f"{self.raw}: option {name}={value!r} is not a number") from None
+
+    def reject_unknown_options(self, known: Iterable[str]) -> None:
+        """A misspelt option must not be silently ignored: name it and the known ones."""
+        allowed = sorted(known)
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise InvalidMeterUrl(
+                f"{self.raw}: unknown option {', '.join(unknown)}; known: {', '.join(allowed)}"
+            )
 
     def __str__(self) -> str:
         return self.raw
