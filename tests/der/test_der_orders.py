@@ -123,3 +123,15 @@ def test_a_sites_own_orders_never_cross_and_stay_within_the_tariffs(problem: Der
         assert max(bids) < min(offers)
     assert all(sell - 1e-9 <= price <= buy + 1e-9 for price in bids + offers)
     assert all(o.quantity_wh >= 1 for o in orders)
+
+
+def test_only_side_prices_that_side_alone_and_the_same() -> None:
+    problem = hourly([0] * 4, [0, 0, 0, 1_500], [0.9, 0.5, 0.5, 1.5], initial_soc_fraction=0.1)
+    plan = optimise(problem)
+    both = flexible_blocks(problem, plan)
+    assert flexible_blocks(problem, plan, only_side=Side.BUY) == [
+        b for b in both if b.side is Side.BUY
+    ]
+    assert flexible_blocks(problem, plan, only_side=Side.SELL) == [
+        b for b in both if b.side is Side.SELL
+    ]

@@ -139,6 +139,7 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
     if not _needs_solver(problem):
         return _inflexible_plan(problem, request)
     schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
+    side = _trading_side(problem, schedule)
     orders = orders_for_next_interval(
         problem,
         schedule,
@@ -146,8 +147,9 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
         submitted_at=request.now,
         order_id_prefix=f"{request.meter_id}-{request.interval}",
         flexible=request.flexible_orders,
+        only_side=side,
     )
-    orders = _one_side(orders, problem, schedule)
+    orders = [order for order in orders if order.side is side]
     nxt = schedule.next_interval()
     return HouseholdPlan(
         orders=orders,
@@ -157,18 +159,16 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
     )
 
 
-def _one_side(orders: list[Order], problem: DerProblem, schedule: DerSchedule) -> list[Order]:
-    """Keep the orders of one side: a market refuses a meter that both buys and sells.
+def _trading_side(problem: DerProblem, schedule: DerSchedule) -> Side:
+    """The one side a site trades on in an interval (a market refuses a meter on both).
 
-    The side is that of the planned exchange; with none, a battery buys while the sun covers
-    the load (to store a neighbour's surplus) and sells otherwise.
+    The side of the planned exchange; with none, a battery buys while the sun covers the load
+    (to store a neighbour's surplus) and sells otherwise.
     """
     planned = planned_exchange(problem, schedule)
     if planned:
-        side = planned[0].side
-    else:
-        side = Side.BUY if problem.pv_w[0] >= problem.load_w[0] else Side.SELL
-    return [order for order in orders if order.side is side]
+        return planned[0].side
+    return Side.BUY if problem.pv_w[0] >= problem.load_w[0] else Side.SELL
 
 
 def _inflexible_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:

@@ -87,9 +87,16 @@ def _headroom_w(problem: DerProblem, schedule: DerSchedule) -> tuple[float, floa
 
 
 def flexible_blocks(
-    problem: DerProblem, schedule: DerSchedule, *, time_limit_s: float = 10.0
+    problem: DerProblem,
+    schedule: DerSchedule,
+    *,
+    time_limit_s: float = 10.0,
+    only_side: Side | None = None,
 ) -> list[PricedQuantity]:
-    """Extra energy the battery would buy or sell in step 0, at the price that makes it pay."""
+    """Extra energy the battery would buy or sell in step 0, at the price that makes it pay.
+
+    `only_side` prices one side only (a market that takes a meter on one side per interval
+    needs no price for the other, and each side costs a re-solve)."""
     up_w, down_w = _headroom_w(problem, schedule)
     step_h = problem.step_h
     if up_w * step_h < MIN_QUANTITY_WH and down_w * step_h < MIN_QUANTITY_WH:
@@ -102,9 +109,9 @@ def flexible_blocks(
     # Only in the plan's own direction (or both when it plans no exchange): a flexible offer
     # beside a planned bid would let the site's own orders cross each other in the auction.
     sides = []
-    if net_w >= -0.5 / step_h:
+    if net_w >= -0.5 / step_h and only_side in (None, Side.BUY):
         sides.append((Side.BUY, up_w))
-    if net_w <= 0.5 / step_h:
+    if net_w <= 0.5 / step_h and only_side in (None, Side.SELL):
         sides.append((Side.SELL, down_w))
     blocks: list[PricedQuantity] = []
     for side, headroom_w in sides:
@@ -143,11 +150,12 @@ def orders_for_next_interval(
     order_id_prefix: str,
     flexible: bool = True,
     time_limit_s: float = 10.0,
+    only_side: Side | None = None,
 ) -> list[Order]:
     """The site's orders for the interval its plan starts with (see the module docstring)."""
     priced = planned_exchange(problem, schedule)
     if flexible:
-        priced += flexible_blocks(problem, schedule, time_limit_s=time_limit_s)
+        priced += flexible_blocks(problem, schedule, time_limit_s=time_limit_s, only_side=only_side)
     orders = []
     for index, item in enumerate(priced):
         orders.append(
