@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,8 @@ from meterchain.commands.errors import USER_ERROR_NAMES, user_errors
 # pydantic and the simulation load only when a command runs.
 USER_ERROR_NAMES.update({"meterchain.config:ConfigError", "meterchain.sim.errors:SimulationError"})
 
-console = Console(highlight=False)
+# Piped output (make run in CI, a log file) gets a table wide enough to read, not 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 stderr = Console(stderr=True, highlight=False)
 
 DEMO_SCENARIO = Path("scenarios/fortaleza-street-10.toml")
