@@ -83,5 +83,5 @@ async def test_silence_on_the_line_is_a_timeout(serial_link: VirtualSerialLink) 
 def test_every_driver_names_a_misspelt_option(text: str) -> None:
     from meterchain.meters.registry import open_meter
 
-    with pytest.raises(InvalidMeterUrl, match="unknown option .*; known: "):
+    with pytest.raises(InvalidMeterUrl, match=r"unknown option .*; known: "):
         open_meter(text)
