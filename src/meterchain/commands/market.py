@@ -17,7 +17,9 @@ from meterchain.market.clearing import ClearingResult, Mechanism, clear
 
 USER_ERRORS.append(MarketError)
 
-app = typer.Typer(help="Market commands.", no_args_is_help=True)
+app = typer.Typer(
+    help="Clear an order book; run the community's market agent.", no_args_is_help=True
+)
 console = Console(highlight=False)
 app.command("run")(market_run)
 
