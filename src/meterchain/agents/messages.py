@@ -21,6 +21,8 @@ from meterchain.chain.signing import (
     meter_id_to_bytes32,
 )
 
+PhaseName = Literal["order", "clear", "delivery", "settle"]
+
 
 class Content(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -33,7 +35,7 @@ class Tick(Content):
     A tick handled after its `deadline` (a board that was busy or down) is too late to act on."""
 
     interval_start: datetime
-    phase: Literal["order", "clear", "delivery", "settle"]
+    phase: PhaseName
     deadline: datetime | None = None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
@@ -279,13 +279,3 @@ def setpoint_after_trades(
     extra_charge_w = max(bought_wh - expected_import_wh, 0.0) / step_h
     extra_discharge_w = max(sold_wh - expected_export_wh, 0.0) / step_h
     return planned_w + extra_charge_w - extra_discharge_w
-
-
-def next_interval_start(moment: datetime, interval_s: int) -> datetime:
-    """The first interval boundary after `moment`."""
-    seconds = int(moment.timestamp()) // interval_s * interval_s + interval_s
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def boundaries(start: datetime, count: int, interval_s: int) -> list[datetime]:
-    return [start + timedelta(seconds=i * interval_s) for i in range(count)]

@@ -19,15 +19,12 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
-from meterchain.agents.messages import Tick
+from meterchain.agents.messages import PhaseName, Tick
 from meterchain.clock import Clock, WallClock, anchored_clock
 from meterchain.roles import ClockConfig, ScheduleConfig
 
 log = logging.getLogger(__name__)
-
-PhaseName = Literal["order", "clear", "delivery", "settle"]
 
 
 def build_clock(config: ClockConfig, *, wall_now: datetime | None = None) -> Clock:

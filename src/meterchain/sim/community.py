@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.grid import GridAgent
 from meterchain.agents.market import MarketAgent
-from meterchain.agents.messages import Ack, TariffNotice, Tick
+from meterchain.agents.messages import Ack, PhaseName, TariffNotice, Tick
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.prosumer import ProsumerAgent
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
@@ -373,8 +373,8 @@ async def _run_agents(
         planners.shutdown(cancel_futures=True)
 
 
-async def _tick(agent: Agent, receiver: str, start: datetime, phase: str) -> None:
-    await agent.send(receiver, Performative.INFORM, Tick(interval_start=start, phase=phase))  # type: ignore[arg-type]
+async def _tick(agent: Agent, receiver: str, start: datetime, phase: PhaseName) -> None:
+    await agent.send(receiver, Performative.INFORM, Tick(interval_start=start, phase=phase))
 
 
 async def _drive(
