@@ -4,10 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+SYSTEM_STAMP := $(VENV)/.system-packages
 
 .PHONY: run test bench lint typecheck pytest contracts clean setup
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP)
+
+# Debian packages (mosquitto, chromium) from .ci/apt-packages.txt, installed once.
+$(SYSTEM_STAMP): .ci/apt-packages.txt scripts/install-system-packages.sh
+	scripts/install-system-packages.sh
+	mkdir -p $(VENV) && touch $(SYSTEM_STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
