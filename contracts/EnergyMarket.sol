@@ -8,73 +8,80 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
-import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+import {PackedCalldata} from "./PackedCalldata.sol";
+import {Settlement} from "./Settlement.sol";
 
 /// @notice The part of MeterRegistry the market reads.
 interface IMeterRegistry {
-    function signerOf(bytes32 meterId) external view returns (address signer, bool revoked);
+    function lookup(bytes32 meterId) external view returns (uint256 record, bool callerIsMarket);
     function ownerOf(bytes32 meterId) external view returns (address);
+    function revokeForEquivocation(bytes32 meterId) external;
 }
 
 /// @title EnergyMarket
 /// @notice Verifies the operator's batches of matched trades against the meters' signed orders,
-///         escrows the buyers' money, and settles delivery from the meters' signed readings.
+///         locks what each trade may cost, and settles each interval's delivery from the meters'
+///         signed readings by rules no party or coalition can game (see Settlement).
 /// @dev Gas design (DESIGN.md §5.1):
 ///      - An order is signed for this market (EIP-712 verifyingContract) and one interval; that
 ///        binding replaces per-order storage. Orders in a batch are sorted strictly by
 ///        (meterId, nonce), so none is counted twice; the check runs in memory.
 ///      - Each order's signature is verified once, however many trades it is in, and each meter
-///        is looked up in the registry once per batch.
-///      - A batch works in flat memory: one word per order and three per trading meter, no
-///        structs; the domain separator is read once per batch.
-///      - One storage slot per meter holds the last settled interval, both cumulative counters
-///        and the meter's internal balance (four uint64): one write per meter per batch/interval.
-///      - Money is netted per participant: a batch writes each buyer's slot once, a delivery
-///        writes each meter's slot once, and the grid, the escrow and the interval one slot each.
-///      - A batch stores only a hash of the per-meter positions; the delivery re-submits the
-///        positions and the contract checks them against that hash.
-///      - Calldata is packed (see ORDER_BYTES, TRADE_BYTES and settleDelivery's entry layout).
+///        is looked up in the registry once per batch (one SLOAD there).
+///      - One storage slot per meter holds the last settled interval, both cumulative registers
+///        at its end and the meter's internal balance (four uint64).
+///      - Money is netted per participant: a batch writes each trading meter's slot once, a
+///        delivery each settled meter's slot once, and the grid, the escrow and the interval one
+///        slot each.
+///      - A batch stores only a hash of its positions and tariffs (and its time); the delivery
+///        and the refund re-submit them and the contract checks them against it.
 ///
-///      Units: energy in Wh; prices in credit smallest units per kWh. Wh × price is exact in
-///      thousandths of a smallest unit ("milli-units"); positions are kept in milli-units and
-///      rounded once per meter, always in favour of the grid account, which receives every
-///      residue, so credit is conserved exactly.
+///      Liveness (DESIGN.md §5.2): a batch locks every buyer's cost and every seller's worst
+///      case when it settles, and withdrawals take effect only after a delay, so no withdrawal
+///      can void an accepted trade. A reading that cannot be used (unknown or revoked meter,
+///      another market's meter, bad signature, no baseline, stale, registers going backwards,
+///      implausible energy) counts as absent, with a `ReadingRejected` event, instead of
+///      reverting the interval. If the delivery never comes, anyone can refund the interval's
+///      locked credit after `refundDelay`.
 contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
-    /// @notice Role that posts batches, settles deliveries and sets tariffs.
+    /// @notice Role that posts batches and settles deliveries (the market agent).
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
-    /// @notice Role that may withdraw the grid account's balance.
+    /// @notice Role of the grid (the utility): tariffs, baselines, the grid account.
     bytes32 public constant GRID_ROLE = keccak256("GRID_ROLE");
 
     /// @notice EIP-712 type of a meter's limit order.
     bytes32 public constant ORDER_TYPEHASH = keccak256(
         "Order(bytes32 meterId,uint64 interval,uint8 side,uint64 quantityWh,uint64 limitPrice,uint64 nonce)"
     );
-    /// @notice EIP-712 type of a meter's cumulative register values at the end of an interval.
-    bytes32 public constant READING_TYPEHASH =
-        keccak256("Reading(bytes32 meterId,uint64 interval,uint64 importWh,uint64 exportWh)");
+    /// @notice EIP-712 type of a meter's cumulative registers at both ends of one interval.
+    bytes32 public constant READING_TYPEHASH = keccak256(
+        "Reading(bytes32 meterId,uint64 interval,uint64 startImportWh,uint64 startExportWh,uint64 endImportWh,uint64 endExportWh)"
+    );
 
     /// @notice Side of an order: BUY = 0, SELL = 1.
     uint8 public constant BUY = 0;
     uint8 public constant SELL = 1;
-
-    /// @notice Packed order: meterId 32 | nonce 8 | side 1 | quantityWh 8 | limitPrice 8 | r 32 | s 32 | v 1.
+    /// @notice Packed sizes (see PackedCalldata).
     uint256 public constant ORDER_BYTES = 122;
-    /// @notice Packed trade: buyOrderIndex 2 | sellOrderIndex 2 | quantityWh 4 | price 8.
     uint256 public constant TRADE_BYTES = 16;
 
-    uint256 private constant _HAS_POSITION = 1;
-    uint256 private constant _HAS_READING = 2;
-    uint256 private constant _POSITION_BYTES = 48; // boughtWh 8 | costMilli 16 | soldWh 8 | valueMilli 16
-    uint256 private constant _PACKED_POSITION_BYTES = 80; // meterId 32 | position 48
-    uint256 private constant _SETTLEMENT_BYTES = 64; // meterId 32 | importedWh 8 | exportedWh 8 | change 16
-    uint256 private constant _MIN_ENTRY_BYTES = 81; // meterId 32 | flags 1 | position 48 or more
-    uint256 private constant _READING_BYTES = 81; // importWh 8 | exportWh 8 | r 32 | s 32 | v 1
+    /// @notice Why a reading was not used (ReadingRejected.reason).
+    uint8 public constant REJECT_UNKNOWN_METER = 1;
+    uint8 public constant REJECT_REVOKED = 2;
+    uint8 public constant REJECT_OTHER_MARKET = 3;
+    uint8 public constant REJECT_BAD_SIGNATURE = 4;
+    uint8 public constant REJECT_NO_BASELINE = 5;
+    uint8 public constant REJECT_STALE = 6;
+    uint8 public constant REJECT_BACKWARDS = 7;
+    uint8 public constant REJECT_IMPLAUSIBLE = 8;
+
     uint256 private constant _MILLI = 1000;
     uint256 private constant _METER_WORDS = 3; // per trading meter in settleBatch: id, buy sums, sell sums
-    // Bit offsets in a meter's slot.
+    // Bit offsets in a meter's slot (the last settled interval at 0).
     uint256 private constant _IMPORT = 64;
     uint256 private constant _EXPORT = 128;
     uint256 private constant _BALANCE = 192;
@@ -84,26 +91,48 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     uint256 private constant _PARTICIPANT = 192;
     uint256 private constant _SIDE = 208;
     uint256 private constant _U64 = 0xffffffffffffffff;
+    // Fields of a registry record (MeterRegistry.lookup).
+    uint256 private constant _REC_KIND = 160;
+    uint256 private constant _REC_REVOKED = 168;
+    uint256 private constant _REC_MAX_POWER = 176;
+    uint256 private constant _KIND_PROSUMER = 1;
+    uint256 private constant _KIND_GENERATOR = 2;
+    // Interval states; any other value is a batch commitment (hash top 224 bits | uint32 time).
     bytes32 private constant _DELIVERED = bytes32(uint256(1));
+    bytes32 private constant _REFUNDED = bytes32(uint256(2));
 
     /// @notice The registry of meters and their signing keys.
     IMeterRegistry public immutable registry;
     /// @notice The payment token.
     IERC20 public immutable credit;
+    /// @notice Length of a market interval; interval numbers are multiples of it (Unix seconds).
+    uint256 public immutable intervalSeconds;
+    /// @notice Upper bound the grid's role may set the retail tariff to (smallest units per kWh).
+    uint256 public immutable maxRetailPrice;
+    /// @notice Seconds between a withdrawal request and the moment it may be paid.
+    uint256 public immutable withdrawalDelay;
+    /// @notice Seconds after a batch after which anyone may refund it if it was not delivered.
+    uint256 public immutable refundDelay;
+
+    /// @dev Constructor settings (a struct keeps the constructor's stack small).
+    struct Settings {
+        IMeterRegistry registry;
+        IERC20 credit;
+        address admin;
+        address operator;
+        address grid;
+        uint128 retailPrice;
+        uint128 feedInPrice;
+        uint128 maxRetailPrice;
+        uint64 intervalSeconds;
+        uint64 withdrawalDelay;
+        uint64 refundDelay;
+    }
 
     /// @dev One slot: both tariffs in credit smallest units per kWh.
     struct Tariffs {
         uint128 retailPrice;
         uint128 feedInPrice;
-    }
-
-    /// @dev A meter's net trades in one batch (milli-units are thousandths of a smallest unit).
-    struct Position {
-        bytes32 meterId;
-        uint256 boughtWh;
-        uint256 costMilli;
-        uint256 soldWh;
-        uint256 valueMilli;
     }
 
     /// @dev Running sums of a delivery.
@@ -112,57 +141,89 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         uint256 positionCount;
         bytes settlements; // packed as in DeliverySettled
         uint256 meters;
-        uint256 escrowReleased;
+        uint256 released;
         uint256 gridIncome;
         uint256 gridExpense;
     }
 
-    /// @dev One slot per meter, four uint64 (see _LAST_INTERVAL.._BALANCE): the interval of the
-    ///      last settled reading (0: none yet), the cumulative import and export registers at
-    ///      its end, and the meter's internal balance in credit smallest units.
+    /// @dev One slot per meter, four uint64: the interval of the last settled reading (or
+    ///      baseline; 0: none yet), the cumulative import and export registers at its end, and
+    ///      the meter's internal balance in credit smallest units.
     mapping(bytes32 meterId => uint256) private _meters;
-    /// @dev 0: open; _DELIVERED: delivery settled; otherwise the hash of the batch's positions.
+    /// @dev 0: open; _DELIVERED; _REFUNDED; otherwise the batch's commitment.
     mapping(uint64 interval => bytes32) private _intervals;
+    /// @dev A pending withdrawal: amount (low 128 bits) | time it may be paid (next 64 bits).
+    mapping(bytes32 meterId => uint256) private _withdrawals;
     Tariffs private _tariffs;
     /// @notice Internal balance of the grid account (buyer and seller of last resort).
     uint256 public gridBalance;
-    /// @notice Credit held for batches whose delivery is not settled yet.
+    /// @notice Credit locked by batches whose delivery is not settled yet.
     uint256 public escrowTotal;
 
     /// @notice Credit moved from `from` into a meter's internal balance.
     event Deposited(bytes32 indexed meterId, address indexed from, uint256 amount);
+    /// @notice A meter's owner asked to withdraw `amount` (0: cancelled), payable from `availableAt`.
+    event WithdrawalRequested(bytes32 indexed meterId, uint256 amount, uint256 availableAt);
     /// @notice Credit moved out of a meter's internal balance to `to`.
     event Withdrawn(bytes32 indexed meterId, address indexed to, uint256 amount);
     /// @notice Credit moved into the grid account.
     event GridDeposited(address indexed from, uint256 amount);
     /// @notice Credit moved out of the grid account.
     event GridWithdrawn(address indexed to, uint256 amount);
-    /// @notice New tariffs, in credit smallest units per kWh.
+    /// @notice New tariffs, in credit smallest units per kWh, for batches and deliveries from now on.
     event TariffsSet(uint256 retailPrice, uint256 feedInPrice);
-    /// @notice An interval's batch of matched trades was verified and the buyers' payments
-    ///         escrowed. `positions` packs each trading meter's net trades, sorted by meter id:
-    ///         meterId 32 | boughtWh 8 | costMilli 16 | soldWh 8 | valueMilli 16 (80 bytes each;
-    ///         costMilli/valueMilli in thousandths of a smallest unit). A buyer's escrow is
-    ///         ceil(costMilli / 1000). The delivery re-submits exactly these positions.
-    event BatchSettled(uint64 indexed interval, uint256 orders, uint256 trades, uint256 escrowed, bytes positions);
+    /// @notice The grid's role set a meter's registers at the end of `interval` (a new meter, a
+    ///         replaced meter, a corrected fault); settlement resumes from there.
+    event BaselineSet(
+        bytes32 indexed meterId,
+        uint64 interval,
+        uint64 importWh,
+        uint64 exportWh,
+        bytes32 reason,
+        uint64 previousInterval,
+        uint64 previousImportWh,
+        uint64 previousExportWh
+    );
+    /// @notice An interval's batch was verified and what it may cost locked. `positions` packs
+    ///         each trading meter's net trades (PackedCalldata); tariffs are fixed for its delivery.
+    event BatchSettled(
+        uint64 indexed interval,
+        uint256 orders,
+        uint256 trades,
+        uint256 locked,
+        uint256 retailPrice,
+        uint256 feedInPrice,
+        bytes positions
+    );
     /// @notice An interval's delivery was settled (once and for all). `settlements` packs, per
-    ///         meter in meter-id order: meterId 32 | importedWh 8 | exportedWh 8 |
-    ///         balanceChange int128 16 (64 bytes each; the change includes released escrow).
+    ///         settled meter in meter-id order: meterId 32 | importedWh 8 | exportedWh 8 |
+    ///         balanceChange int128 16 (energy in the interval; the change includes released locks).
     event DeliverySettled(uint64 indexed interval, int256 gridBalanceChange, bytes settlements);
+    /// @notice A reading was not used (see the REJECT_* reasons); it counts as absent.
+    event ReadingRejected(uint64 indexed interval, bytes32 indexed meterId, uint8 reason);
     /// @notice A meter could not pay `amount`; the grid account absorbed it.
     event Shortfall(uint64 indexed interval, bytes32 indexed meterId, uint256 amount);
+    /// @notice An undelivered interval's locked credit went back to its meters; it is void.
+    event IntervalRefunded(uint64 indexed interval, uint256 refunded, address indexed by);
+    /// @notice A meter's key signed two different messages for one slot; the key is revoked.
+    event Equivocation(bytes32 indexed meterId, uint64 indexed interval, bytes32 firstDigest, bytes32 secondDigest);
 
     error ZeroInterval();
+    error MisalignedInterval(uint64 interval, uint256 intervalSeconds);
     error ZeroAmount();
     error EmptyBatch(uint64 interval);
     error MalformedOrders(uint256 length);
     error MalformedTrades(uint256 length);
     error TooManyOrders(uint256 count, uint256 maximum);
-    error MalformedEntries(uint256 offset);
     error BatchAlreadySettled(uint64 interval);
     error IntervalAlreadySettled(uint64 interval);
+    error IntervalRefundedAlready(uint64 interval);
+    error NoBatch(uint64 interval);
+    error RefundTooEarly(uint64 interval, uint256 availableAt);
     error UnknownMeter(bytes32 meterId);
     error MeterIsRevoked(bytes32 meterId);
+    error MeterNotInMarket(bytes32 meterId);
+    error MeterCannotSell(bytes32 meterId, uint256 kind);
     error OrdersNotSorted(uint256 index, bytes32 meterId, uint64 nonce);
     error OrderCountedTwice(bytes32 meterId, uint64 nonce);
     error InvalidSide(bytes32 meterId, uint64 nonce, uint256 side);
@@ -172,6 +233,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     error NotASellOrder(uint256 tradeIndex, bytes32 meterId, uint64 nonce);
     error ZeroQuantityTrade(uint256 tradeIndex);
     error SelfTrade(uint256 tradeIndex, bytes32 meterId);
+    error PriceOutsideTariffs(uint256 tradeIndex, uint256 price, uint256 feedInPrice, uint256 retailPrice);
     error PriceAboveBuyLimit(bytes32 meterId, uint64 nonce, uint256 price, uint256 limitPrice);
     error PriceBelowSellLimit(bytes32 meterId, uint64 nonce, uint256 price, uint256 limitPrice);
     error OrderOverfilled(bytes32 meterId, uint64 nonce, uint256 filledWh, uint256 quantityWh);
@@ -180,37 +242,30 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     error BalanceOverflow(bytes32 meterId, uint256 balance);
     error EntriesNotSorted(bytes32 meterId, bytes32 previousMeterId);
     error MeterCountedTwice(bytes32 meterId);
-    error InvalidReadingSignature(bytes32 meterId, address recovered);
-    error ReadingNotAfterLastSettled(bytes32 meterId, uint64 interval, uint64 lastInterval);
-    error CounterWentBackwards(
-        bytes32 meterId, uint64 lastImportWh, uint64 importWh, uint64 lastExportWh, uint64 exportWh
-    );
     error PositionsMismatch(uint64 interval, bytes32 expected, bytes32 provided);
+    error TariffsMismatch(uint256 retailPrice, uint256 feedInPrice, uint256 expectedRetail, uint256 expectedFeedIn);
+    error TariffsOutOfBounds(uint256 retailPrice, uint256 feedInPrice, uint256 maxRetailPrice);
     error NotMeterOwner(bytes32 meterId, address caller);
+    error NoWithdrawalRequested(bytes32 meterId);
+    error WithdrawalNotYetAvailable(bytes32 meterId, uint256 availableAt);
+    error BaselineBeforeLastSettled(bytes32 meterId, uint64 interval, uint64 lastInterval);
+    error NotEquivocation(bytes32 meterId, uint64 interval);
+    error InvalidEvidenceSignature(bytes32 meterId, address recovered);
 
-    /// @param registry_ The meter registry.
-    /// @param credit_ The payment token (EnergyCredit).
-    /// @param admin Holder of DEFAULT_ADMIN_ROLE.
-    /// @param operator First holder of OPERATOR_ROLE (the market agent).
-    /// @param grid First holder of GRID_ROLE (the utility).
-    /// @param retailPrice Grid selling price, credit smallest units per kWh.
-    /// @param feedInPrice Grid buying price, credit smallest units per kWh.
-    constructor(
-        IMeterRegistry registry_,
-        IERC20 credit_,
-        address admin,
-        address operator,
-        address grid,
-        uint128 retailPrice,
-        uint128 feedInPrice
-    ) EIP712("meterchain EnergyMarket", "1") {
-        registry = registry_;
-        credit = credit_;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _grantRole(OPERATOR_ROLE, operator);
-        _grantRole(GRID_ROLE, grid);
-        _tariffs = Tariffs(retailPrice, feedInPrice);
-        emit TariffsSet(retailPrice, feedInPrice);
+    /// @param settings Registry, token, first role holders, tariffs and their bound, the interval
+    ///        length, the withdrawal delay and the refund delay.
+    constructor(Settings memory settings) EIP712("meterchain EnergyMarket", "1") {
+        if (settings.intervalSeconds == 0) revert MisalignedInterval(0, 0);
+        registry = settings.registry;
+        credit = settings.credit;
+        intervalSeconds = settings.intervalSeconds;
+        maxRetailPrice = settings.maxRetailPrice;
+        withdrawalDelay = settings.withdrawalDelay;
+        refundDelay = settings.refundDelay;
+        _grantRole(DEFAULT_ADMIN_ROLE, settings.admin);
+        _grantRole(OPERATOR_ROLE, settings.operator);
+        _grantRole(GRID_ROLE, settings.grid);
+        _setTariffs(settings.retailPrice, settings.feedInPrice);
     }
 
     // ---------------------------------------------------------------- money in and out
@@ -235,17 +290,34 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         _deposit(meterId, amount);
     }
 
-    /// @notice Withdraw from a meter's internal balance; only the meter's owner may.
+    /// @notice Ask to withdraw `amount` from a meter's balance; it may be paid `withdrawalDelay`
+    ///         seconds from now, so credit a batch may still need stays in place. A new request
+    ///         replaces the previous one; amount 0 cancels. Only the meter's owner may.
     /// @param meterId The meter whose balance pays.
-    /// @param amount Credit smallest units.
+    /// @param amount Credit smallest units (0: cancel).
+    function requestWithdrawal(bytes32 meterId, uint256 amount) external {
+        _onlyOwner(meterId);
+        if (amount > type(uint128).max) revert BalanceOverflow(meterId, amount);
+        uint256 availableAt = block.timestamp + withdrawalDelay;
+        _withdrawals[meterId] = amount == 0 ? 0 : amount | (availableAt << 128);
+        emit WithdrawalRequested(meterId, amount, amount == 0 ? 0 : availableAt);
+    }
+
+    /// @notice Pay a requested withdrawal once its delay has passed; only the meter's owner may.
+    /// @param meterId The meter whose balance pays.
     /// @param to Receiver of the credit.
-    function withdraw(bytes32 meterId, uint256 amount, address to) external nonReentrant {
-        if (amount == 0) revert ZeroAmount();
-        if (registry.ownerOf(meterId) != msg.sender) revert NotMeterOwner(meterId, msg.sender);
+    function withdraw(bytes32 meterId, address to) external nonReentrant {
+        _onlyOwner(meterId);
+        uint256 pending = _withdrawals[meterId];
+        if (pending == 0) revert NoWithdrawalRequested(meterId);
+        uint256 amount = pending & type(uint128).max;
+        uint256 availableAt = pending >> 128;
+        if (block.timestamp < availableAt) revert WithdrawalNotYetAvailable(meterId, availableAt);
         uint256 slot = _meters[meterId];
         uint256 balance = slot >> _BALANCE;
         if (balance < amount) revert InsufficientBalance(meterId, amount, balance);
         _meters[meterId] = slot - (amount << _BALANCE);
+        delete _withdrawals[meterId];
         emit Withdrawn(meterId, to, amount);
         credit.safeTransfer(to, amount);
     }
@@ -271,18 +343,53 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         credit.safeTransfer(to, amount);
     }
 
-    /// @notice Set the grid's tariffs for deliveries settled from now on.
+    // ---------------------------------------------------------------- the grid's settings
+
+    /// @notice Set the grid's tariffs for batches settled from now on (a batch keeps the tariffs
+    ///         it was settled with), within 0 <= feed-in <= retail <= maxRetailPrice.
     /// @param retailPrice Grid selling price, credit smallest units per kWh.
     /// @param feedInPrice Grid buying price, credit smallest units per kWh.
-    function setTariffs(uint128 retailPrice, uint128 feedInPrice) external onlyRole(OPERATOR_ROLE) {
-        _tariffs = Tariffs(retailPrice, feedInPrice);
-        emit TariffsSet(retailPrice, feedInPrice);
+    function setTariffs(uint128 retailPrice, uint128 feedInPrice) external onlyRole(GRID_ROLE) {
+        _setTariffs(retailPrice, feedInPrice);
+    }
+
+    /// @notice Record a meter's registers at the end of `interval`: when it joins this market,
+    ///         when it is replaced (a new meter's registers start near zero) or after a fault.
+    ///         Readings after `interval` are counted from it; nothing settled before is touched,
+    ///         so `interval` may not precede the meter's last settled interval.
+    /// @param meterId A registered, unrevoked meter of this market.
+    /// @param interval The interval at whose end the registers were read.
+    /// @param importWh Cumulative import register, Wh.
+    /// @param exportWh Cumulative export register, Wh.
+    /// @param reason A short reason, e.g. "enrolled", "meter replaced" (UTF-8, zero-padded).
+    function setBaseline(bytes32 meterId, uint64 interval, uint64 importWh, uint64 exportWh, bytes32 reason)
+        external
+        onlyRole(GRID_ROLE)
+    {
+        _checkInterval(interval);
+        _activeRecord(meterId);
+        uint256 slot = _meters[meterId];
+        uint64 lastInterval = uint64(slot);
+        if (interval < lastInterval) revert BaselineBeforeLastSettled(meterId, interval, lastInterval);
+        _meters[meterId] = (slot & (_U64 << _BALANCE)) | (uint256(exportWh) << _EXPORT)
+            | (uint256(importWh) << _IMPORT) | interval;
+        emit BaselineSet(
+            meterId,
+            interval,
+            importWh,
+            exportWh,
+            reason,
+            lastInterval,
+            uint64(slot >> _IMPORT),
+            uint64(slot >> _EXPORT)
+        );
     }
 
     // ---------------------------------------------------------------- trades
 
     /// @notice Verify an interval's matched trades against the signed orders they came from and
-    ///         escrow each buyer's payment. One batch per interval.
+    ///         lock what each may cost: each buyer's payment, and each seller's worst case
+    ///         beyond what its sale pays. One batch per interval, at the tariffs in force.
     /// @param interval The interval the orders were signed for (its start, Unix seconds).
     /// @param orders Packed orders (ORDER_BYTES each), sorted strictly by (meterId, nonce).
     /// @param trades Packed trades (TRADE_BYTES each) referring to orders by index.
@@ -291,34 +398,41 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         onlyRole(OPERATOR_ROLE)
         nonReentrant
     {
-        if (interval == 0) revert ZeroInterval();
-        bytes32 state = _intervals[interval];
-        if (state == _DELIVERED) revert IntervalAlreadySettled(interval);
-        if (state != bytes32(0)) revert BatchAlreadySettled(interval);
+        _checkInterval(interval);
+        _requireOpen(interval);
         if (orders.length % ORDER_BYTES != 0) revert MalformedOrders(orders.length);
         if (trades.length % TRADE_BYTES != 0) revert MalformedTrades(trades.length);
         if (trades.length == 0) revert EmptyBatch(interval);
         uint256 orderCount = orders.length / ORDER_BYTES;
         if (orderCount > type(uint16).max) revert TooManyOrders(orderCount, type(uint16).max);
-
         if (trades.length / TRADE_BYTES > type(uint32).max) revert MalformedTrades(trades.length);
+        Tariffs memory rates = _tariffs;
 
         // Working memory, one allocation each, no structs: a word per order (see _bookEntry)
         // and three words per meter (meterId, buy sums, sell sums; see _applyTrades).
         uint256[] memory book = new uint256[](orderCount);
         uint256[] memory meters = new uint256[](orderCount * _METER_WORDS);
         uint256 participants = _verifyOrders(interval, orders, book, meters);
-        _applyTrades(orders, trades, book, meters);
-        (uint256 escrowed, bytes memory packedPositions) = _escrow(meters, participants);
+        _applyTrades(orders, trades, book, meters, rates);
+        (uint256 locked, bytes memory packedPositions) = _lock(meters, participants, rates.retailPrice);
 
-        _intervals[interval] = keccak256(packedPositions);
-        escrowTotal += escrowed;
-        emit BatchSettled(interval, orderCount, trades.length / TRADE_BYTES, escrowed, packedPositions);
+        _intervals[interval] = _commitment(packedPositions, rates.retailPrice, rates.feedInPrice, block.timestamp);
+        escrowTotal += locked;
+        emit BatchSettled(
+            interval,
+            orderCount,
+            trades.length / TRADE_BYTES,
+            locked,
+            rates.retailPrice,
+            rates.feedInPrice,
+            packedPositions
+        );
     }
 
-    /// @dev Checks every order's place in the sort order, side and signature, looking each
-    ///      meter up once; fills `book` with one word per order and the first word of each
-    ///      meter's three in `meters` with its id; returns the number of distinct meters.
+    /// @dev Checks every order's place in the sort order, its meter (known, unrevoked, of this
+    ///      market, allowed to sell if it sells), side and signature, looking each meter up once;
+    ///      fills `book` with one word per order and the first word of each meter's three in
+    ///      `meters` with its id; returns the number of distinct meters.
     function _verifyOrders(uint64 interval, bytes calldata orders, uint256[] memory book, uint256[] memory meters)
         private
         view
@@ -327,7 +441,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         bytes32 domain = _domainSeparatorV4(); // once per batch, not once per order
         bytes32 previousMeter;
         uint256 previousNonce;
-        address signer;
+        uint256 record; // the current meter's registry record (signer in the low 160 bits)
         for (uint256 i; i < book.length; ++i) {
             uint256 at; // calldata position of order i
             uint256 entry;
@@ -341,7 +455,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
                 }
                 if (i == 0 || meterId != previousMeter) {
                     if (meterId < previousMeter) revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
-                    signer = _activeSigner(meterId);
+                    record = _activeRecord(meterId);
                     assembly ("memory-safe") {
                         // meters[participants * 3] = meterId (in bounds: participants <= i < orders)
                         mstore(add(add(meters, 0x20), mul(participants, 0x60)), meterId)
@@ -356,12 +470,19 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
                 }
                 previousNonce = fields >> 192;
                 entry = _bookEntry(meterId, fields, participants - 1);
+                if (entry >> _SIDE == SELL) _requireCanSell(meterId, record);
             }
             assembly ("memory-safe") {
                 mstore(add(add(book, 0x20), shl(5, i)), entry) // book[i] (i < book.length)
             }
-            _checkOrderSignature(domain, interval, entry, at, signer);
+            _checkOrderSignature(domain, interval, entry, at, address(uint160(record)));
         }
+    }
+
+    /// @dev Only prosumers and generators may sell: a consumer has nothing to deliver.
+    function _requireCanSell(bytes32 meterId, uint256 record) private pure {
+        uint256 kind = (record >> _REC_KIND) & 0xff;
+        if (kind != _KIND_PROSUMER && kind != _KIND_GENERATOR) revert MeterCannotSell(meterId, kind);
     }
 
     /// @dev quantityWh | limitPrice << _LIMIT | participant << _PARTICIPANT | side << _SIDE.
@@ -405,28 +526,31 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     }
 
     /// @dev The 32 bytes of calldata at absolute position `at`.
-    function _calldataWord(uint256 at) private pure returns (bytes32 word) {
+    function _calldataWord(uint256 at) private pure returns (bytes32 value) {
         assembly ("memory-safe") {
-            word := calldataload(at)
+            value := calldataload(at)
         }
     }
 
-    /// @dev Checks every trade against its two orders and adds it to their fills and to the
-    ///      two meters' sums. A meter's sums are two words in `meters` after its id:
-    ///      boughtWh << 128 | costMilli, and soldWh << 128 | valueMilli. They cannot carry
-    ///      across the 128-bit boundary: there are fewer than 2^32 trades (checked), each adds
-    ///      under 2^32 Wh and under 2^96 milli-units (uint32 Wh × uint64 price).
+    /// @dev Checks every trade against its two orders and the batch's tariffs, and adds it to
+    ///      their fills and to the two meters' sums. A meter's sums are two words in `meters`
+    ///      after its id: boughtWh << 128 | costMilli, and soldWh << 128 | valueMilli. They
+    ///      cannot carry across the 128-bit boundary: there are fewer than 2^32 trades (checked),
+    ///      each adds under 2^32 Wh and under 2^96 milli-units (uint32 Wh × uint64 price).
     function _applyTrades(
         bytes calldata orders,
         bytes calldata trades,
         uint256[] memory book,
-        uint256[] memory meters
+        uint256[] memory meters,
+        Tariffs memory rates
     ) private pure {
         uint256 count = trades.length / TRADE_BYTES;
         uint256 ordersAt;
         assembly ("memory-safe") {
             ordersAt := orders.offset
         }
+        uint256 feedIn = rates.feedInPrice;
+        uint256 retail = rates.retailPrice;
         for (uint256 t; t < count; ++t) {
             uint256 fields; // buyOrderIndex 2 | sellOrderIndex 2 | quantityWh 4 | price 8 | (next trade)
             assembly ("memory-safe") {
@@ -437,11 +561,13 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
                 revert TradeOrderOutOfRange(t, (fields >> 224) & 0xffff, book.length);
             }
             if ((fields >> 192) & 0xffffffff == 0) revert ZeroQuantityTrade(t);
+            uint256 price = (fields >> 128) & _U64;
+            if (price < feedIn || price > retail) revert PriceOutsideTariffs(t, price, feedIn, retail);
             uint256 buyer = _fill(ordersAt, book, fields >> 240, t, BUY, fields);
             uint256 seller = _fill(ordersAt, book, (fields >> 224) & 0xffff, t, SELL, fields);
             if (buyer == seller) revert SelfTrade(t, bytes32(meters[buyer * _METER_WORDS]));
             uint256 quantityWh = (fields >> 192) & 0xffffffff;
-            uint256 sums = (quantityWh << 128) | (quantityWh * ((fields >> 128) & _U64));
+            uint256 sums = (quantityWh << 128) | (quantityWh * price);
             assembly ("memory-safe") {
                 // Participants are < orders <= meters.length / 3: in bounds.
                 let b := add(add(meters, 0x40), mul(buyer, 0x60)) // meters[buyer * 3 + 1]
@@ -453,8 +579,8 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     }
 
     /// @dev Checks trade `t` (its packed `fields`) against order `index` on `side`: the
-    ///      order's side, its limit and its remaining quantity (`index` is in range); adds the trade to the
-    ///      order's fill and returns the order's participant (meter) number.
+    ///      order's side, its limit and its remaining quantity (`index` is in range); adds the
+    ///      trade to the order's fill and returns the order's participant (meter) number.
     function _fill(
         uint256 ordersAt,
         uint256[] memory book,
@@ -503,216 +629,172 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         revert OrderOverfilled(meterId, nonce, ((entry >> _FILLED) & _U64) + quantityWh, entry & _U64);
     }
 
-    /// @dev Takes each buyer's payment into escrow (one slot write per buyer) and packs every
-    ///      trading meter's position as BatchSettled carries it.
-    function _escrow(uint256[] memory meters, uint256 participants)
+    /// @dev Locks what each trading meter's position may cost from its balance (one slot write
+    ///      per meter) and packs every position as BatchSettled carries it.
+    function _lock(uint256[] memory meters, uint256 participants, uint256 retailPrice)
         private
-        returns (uint256 escrowed, bytes memory packed)
+        returns (uint256 locked, bytes memory packed)
     {
-        packed = _newPackedPositions(participants);
+        packed = PackedCalldata.newPositions(participants);
         uint256 count;
+        Settlement.Position memory position;
         for (uint256 p; p < participants; ++p) {
-            bytes32 meterId;
             uint256 bought;
             uint256 sold;
-            assembly ("memory-safe") {
-                let at := add(add(meters, 0x20), mul(p, 0x60)) // p < participants <= orders
-                meterId := mload(at)
-                bought := mload(add(at, 0x20))
-                sold := mload(add(at, 0x40))
-            }
-            if (bought | sold == 0) continue;
-            uint256 boughtWh = bought >> 128;
-            uint256 costMilli = bought & type(uint128).max;
-            uint256 soldWh = sold >> 128;
-            if (boughtWh > _U64 || soldWh > _U64) revert MalformedTrades(p);
-            uint256 amount;
-            unchecked {
-                amount = (costMilli + (_MILLI - 1)) / _MILLI; // ceil; costMilli < 2^128
-            }
-            if (amount != 0) {
-                // _meters[meterId], its slot's key computed once for the read and the write.
-                bytes32 key;
-                uint256 slot;
+            {
+                bytes32 meterId;
                 assembly ("memory-safe") {
-                    mstore(0x00, meterId)
-                    mstore(0x20, _meters.slot)
-                    key := keccak256(0x00, 0x40)
-                    slot := sload(key)
+                    let at := add(add(meters, 0x20), mul(p, 0x60)) // p < participants <= orders
+                    meterId := mload(at)
+                    bought := mload(add(at, 0x20))
+                    sold := mload(add(at, 0x40))
                 }
-                uint256 balance = slot >> _BALANCE;
-                if (balance < amount) revert InsufficientBalance(meterId, amount, balance);
-                assembly ("memory-safe") {
-                    sstore(key, sub(slot, shl(_BALANCE, amount))) // amount <= balance: no borrow
-                }
-                unchecked {
-                    escrowed += amount; // each amount < 2^64 (a balance), fewer than 2^16 meters
-                }
+                if (bought | sold == 0) continue;
+                position.meterId = meterId;
             }
-            uint256 middle = (boughtWh << 192) | (costMilli << 64) | soldWh;
-            uint256 last = sold << 128; // valueMilli in the top 16 bytes
-            assembly ("memory-safe") {
-                let at := add(add(packed, 0x20), mul(count, _PACKED_POSITION_BYTES))
-                mstore(at, meterId)
-                mstore(add(at, 0x20), middle)
-                mstore(add(at, 0x40), last)
-            }
+            position.boughtWh = bought >> 128;
+            position.costMilli = bought & type(uint128).max;
+            position.soldWh = sold >> 128;
+            position.valueMilli = sold & type(uint128).max;
+            uint256 amount = Settlement.lockedUnits(position, retailPrice);
+            if (amount != 0) _take(position.meterId, amount);
+            locked += amount;
+            PackedCalldata.packPosition(packed, count, position);
             unchecked {
                 ++count;
             }
         }
-        _setLength(packed, count * _PACKED_POSITION_BYTES);
+        PackedCalldata.setLength(packed, count * PackedCalldata.PACKED_POSITION_BYTES);
+    }
+
+    /// @dev Takes `amount` from a meter's balance (the slot's key computed once for both the
+    ///      read and the write); reverts naming the meter if it cannot pay.
+    function _take(bytes32 meterId, uint256 amount) private {
+        bytes32 key;
+        uint256 slot;
+        assembly ("memory-safe") {
+            mstore(0x00, meterId)
+            mstore(0x20, _meters.slot)
+            key := keccak256(0x00, 0x40)
+            slot := sload(key)
+        }
+        uint256 balance = slot >> _BALANCE;
+        if (balance < amount) revert InsufficientBalance(meterId, amount, balance);
+        assembly ("memory-safe") {
+            sstore(key, sub(slot, shl(_BALANCE, amount))) // amount <= balance: no borrow
+        }
     }
 
     // ---------------------------------------------------------------- delivery
 
-    /// @notice Settle an interval's delivery, once: pay sellers for what they delivered, refund
-    ///         buyers for what they did not receive, and settle every difference with the grid
-    ///         account at the retail and feed-in tariffs.
-    /// @dev Entries are sorted strictly by meterId. Each entry is
-    ///      meterId 32 | flags 1 [bit 0: position follows, bit 1: reading follows]
-    ///      | position: boughtWh 8 | costMilli 16 | soldWh 8 | valueMilli 16
-    ///      | reading: importWh 8 | exportWh 8 | r 32 | s 32 | v 1.
-    ///      Every position of the interval's batch must be present (their hash is checked).
-    ///      A reading holds the cumulative registers at the interval's end and is counted against
-    ///      the meter's last settled reading; a meter's first reading only sets its baseline.
-    ///      A meter with a position but no reading counts as having delivered and received
-    ///      nothing; its energy is billed with its next reading.
+    /// @notice Settle an interval's delivery, once, by the rules of Settlement: each meter's
+    ///         trades against the energy its signed reading shows in the interval, and the
+    ///         energy metered in the gap before it (if any) at the tariffs.
+    /// @dev Entries are sorted strictly by meterId (PackedCalldata's entry layout). Every
+    ///      position of the interval's batch must be present (their hash is checked); a meter
+    ///      without a usable reading counts as having imported and exported nothing in the
+    ///      interval, and its energy is billed with its next usable reading, at the tariffs.
     /// @param interval The interval (its start, Unix seconds).
-    /// @param entries Packed entries as above.
-    function settleDelivery(uint64 interval, bytes calldata entries) external onlyRole(OPERATOR_ROLE) nonReentrant {
-        if (interval == 0) revert ZeroInterval();
+    /// @param retailPrice The batch's retail tariff (the one in force if there was no batch).
+    /// @param feedInPrice The batch's feed-in tariff (the one in force if there was no batch).
+    /// @param entries Packed entries.
+    function settleDelivery(uint64 interval, uint128 retailPrice, uint128 feedInPrice, bytes calldata entries)
+        external
+        onlyRole(OPERATOR_ROLE)
+        nonReentrant
+    {
+        _checkInterval(interval);
         bytes32 committed = _intervals[interval];
         if (committed == _DELIVERED) revert IntervalAlreadySettled(interval);
-
-        Tariffs memory rates = _tariffs;
-        DeliveryTotals memory totals;
-        uint256 maxEntries = entries.length / _MIN_ENTRY_BYTES;
-        totals.positions = _newPackedPositions(maxEntries);
-        totals.settlements = new bytes(maxEntries * _SETTLEMENT_BYTES + 16);
-        bytes32 previous;
-        uint256 offset;
-        while (offset < entries.length) {
-            if (offset + 33 > entries.length) revert MalformedEntries(offset);
-            bytes32 meterId = _word(entries, offset);
-            if (totals.meters != 0 && meterId <= previous) {
-                if (meterId == previous) revert MeterCountedTwice(meterId);
-                revert EntriesNotSorted(meterId, previous);
+        if (committed == _REFUNDED) revert IntervalRefundedAlready(interval);
+        if (committed == bytes32(0)) {
+            Tariffs memory current = _tariffs;
+            if (retailPrice != current.retailPrice || feedInPrice != current.feedInPrice) {
+                revert TariffsMismatch(retailPrice, feedInPrice, current.retailPrice, current.feedInPrice);
             }
-            previous = meterId;
-            offset = _settleEntry(interval, entries, offset, rates, totals);
         }
-        _setLength(totals.positions, totals.positionCount * _PACKED_POSITION_BYTES);
-        _setLength(totals.settlements, totals.meters * _SETTLEMENT_BYTES);
-        bytes32 provided = totals.positionCount == 0 ? bytes32(0) : keccak256(totals.positions);
-        if (provided != committed) revert PositionsMismatch(interval, committed, provided);
+
+        Tariffs memory rates = Tariffs(retailPrice, feedInPrice);
+        DeliveryTotals memory totals = _settleEntries(interval, entries, rates);
+        PackedCalldata.setLength(totals.positions, totals.positionCount * PackedCalldata.PACKED_POSITION_BYTES);
+        PackedCalldata.setLength(totals.settlements, totals.meters * PackedCalldata.SETTLEMENT_BYTES);
+        if (committed != bytes32(0)) {
+            bytes32 provided = _commitment(totals.positions, retailPrice, feedInPrice, uint32(uint256(committed)));
+            if (provided != committed) revert PositionsMismatch(interval, committed, provided);
+        } else if (totals.positionCount != 0) {
+            revert PositionsMismatch(interval, bytes32(0), keccak256(totals.positions));
+        }
 
         uint256 grid = gridBalance + totals.gridIncome;
         if (grid < totals.gridExpense) revert InsufficientGridBalance(totals.gridExpense, grid);
         gridBalance = grid - totals.gridExpense;
-        escrowTotal -= totals.escrowReleased;
+        escrowTotal -= totals.released;
         _intervals[interval] = _DELIVERED;
-        emit DeliverySettled(
-            interval, int256(totals.gridIncome) - int256(totals.gridExpense), totals.settlements
-        );
+        emit DeliverySettled(interval, int256(totals.gridIncome) - int256(totals.gridExpense), totals.settlements);
     }
 
+    /// @dev Walks the entries in meter-id order and settles each.
+    function _settleEntries(uint64 interval, bytes calldata entries, Tariffs memory rates)
+        private
+        returns (DeliveryTotals memory totals)
+    {
+        uint256 maxEntries = entries.length / PackedCalldata.ENTRY_HEADER_BYTES;
+        totals.positions = PackedCalldata.newPositions(maxEntries);
+        totals.settlements = PackedCalldata.newSettlements(maxEntries);
+        bytes32 previous;
+        uint256 offset;
+        while (offset < entries.length) {
+            (Settlement.Position memory position, uint256 readingAt, uint256 next) =
+                PackedCalldata.entry(entries, offset);
+            if (offset != 0 && position.meterId <= previous) {
+                if (position.meterId == previous) revert MeterCountedTwice(position.meterId);
+                revert EntriesNotSorted(position.meterId, previous);
+            }
+            previous = position.meterId;
+            _settleEntry(interval, entries, position, readingAt, rates, totals);
+            offset = next;
+        }
+    }
+
+    /// @dev Settles one meter: its reading (if usable) and its position (if any).
     function _settleEntry(
         uint64 interval,
         bytes calldata entries,
-        uint256 offset,
+        Settlement.Position memory position,
+        uint256 readingAt,
         Tariffs memory rates,
         DeliveryTotals memory totals
-    ) private returns (uint256 next) {
-        bytes32 meterId = _word(entries, offset);
-        uint256 flags = uint256(_word(entries, offset + 32)) >> 248;
-        if (flags == 0 || flags > (_HAS_POSITION | _HAS_READING)) revert MalformedEntries(offset);
-        next = offset + 33;
-        Position memory position;
-        position.meterId = meterId;
-        if (flags & _HAS_POSITION != 0) {
-            if (next + _POSITION_BYTES > entries.length) revert MalformedEntries(offset);
-            uint256 a = uint256(_word(entries, next));
-            position.boughtWh = a >> 192;
-            position.costMilli = (a >> 64) & type(uint128).max;
-            position.soldWh = a & _U64;
-            position.valueMilli = uint256(_word(entries, next + 32)) >> 128;
-            next += _POSITION_BYTES;
-            _packPosition(totals.positions, totals.positionCount++, position);
+    ) private {
+        bool hasPosition = position.boughtWh | position.soldWh != 0;
+        if (hasPosition) PackedCalldata.packPosition(totals.positions, totals.positionCount++, position);
+        uint256 slot = _meters[position.meterId];
+        Settlement.Metered memory metered;
+        bool measured;
+        if (readingAt != 0) {
+            uint8 reason;
+            (reason, slot) = _useReading(interval, position.meterId, entries, readingAt, slot, metered);
+            if (reason != 0) emit ReadingRejected(interval, position.meterId, reason);
+            measured = reason == 0;
         }
-        uint256 slot = _meters[meterId];
-        uint256 importedWh;
-        uint256 exportedWh;
-        if (flags & _HAS_READING != 0) {
-            if (next + _READING_BYTES > entries.length) revert MalformedEntries(offset);
-            (importedWh, exportedWh, slot) = _applyReading(interval, meterId, entries, next, slot);
-            next += _READING_BYTES;
-        }
-        int256 change;
-        (slot, change) = _settleMoney(interval, position, importedWh, exportedWh, rates, totals, slot);
-        _meters[meterId] = slot;
-        _packSettlement(totals.settlements, totals.meters++, meterId, importedWh, exportedWh, change);
+        if (!hasPosition && !measured) return;
+        int256 change = _settleMoney(interval, position, metered, slot, rates, totals);
+        PackedCalldata.packSettlement(
+            totals.settlements, totals.meters++, position.meterId, metered.importWh, metered.exportWh, change
+        );
     }
 
-    /// @dev Checks a reading's signature and its registers against the meter's slot; returns
-    ///      the energy since the last settled reading and the slot with the new registers.
-    function _applyReading(uint64 interval, bytes32 meterId, bytes calldata entries, uint256 offset, uint256 slot)
-        private
-        view
-        returns (uint256, uint256, uint256)
-    {
-        _checkReadingSignature(interval, meterId, entries, offset);
-        return _advance(interval, meterId, uint256(_word(entries, offset)), slot);
-    }
-
-    /// @dev `counters` holds importWh in its top 8 bytes and exportWh in the next 8.
-    function _advance(uint64 interval, bytes32 meterId, uint256 counters, uint256 slot)
-        private
-        pure
-        returns (uint256 importedWh, uint256 exportedWh, uint256)
-    {
-        uint256 importWh = counters >> 192;
-        uint256 exportWh = (counters >> 128) & _U64;
-        uint64 lastInterval = uint64(slot);
-        if (lastInterval >= interval) revert ReadingNotAfterLastSettled(meterId, interval, lastInterval);
-        uint256 lastImportWh = (slot >> _IMPORT) & _U64;
-        uint256 lastExportWh = (slot >> _EXPORT) & _U64;
-        if (importWh < lastImportWh || exportWh < lastExportWh) {
-            revert CounterWentBackwards(
-                meterId, uint64(lastImportWh), uint64(importWh), uint64(lastExportWh), uint64(exportWh)
-            );
-        }
-        if (lastInterval != 0) {
-            importedWh = importWh - lastImportWh;
-            exportedWh = exportWh - lastExportWh;
-        }
-        slot = (slot & (_U64 << _BALANCE)) | (exportWh << _EXPORT) | (importWh << _IMPORT) | interval;
-        return (importedWh, exportedWh, slot);
-    }
-
-    function _checkReadingSignature(uint64 interval, bytes32 meterId, bytes calldata entries, uint256 offset)
-        private
-        view
-    {
-        address signer = _activeSigner(meterId);
-        uint256 counters = uint256(_word(entries, offset));
-        bytes32 digest = _readingDigest(meterId, interval, counters >> 192, (counters >> 128) & _U64);
-        address recovered = _recover(digest, entries[offset + 16:offset + 81]);
-        if (recovered != signer) revert InvalidReadingSignature(meterId, recovered);
-    }
-
-    /// @dev Applies one meter's settlement to its slot and the totals; returns the new slot and
-    ///      the change of its balance, released escrow included.
+    /// @dev Applies one meter's amounts to its balance (writing its slot) and to the totals;
+    ///      returns the change of its balance, released locks included.
     function _settleMoney(
         uint64 interval,
-        Position memory position,
-        uint256 importedWh,
-        uint256 exportedWh,
+        Settlement.Position memory position,
+        Settlement.Metered memory metered,
+        uint256 slot,
         Tariffs memory rates,
-        DeliveryTotals memory totals,
-        uint256 slot
-    ) private returns (uint256, int256) {
-        (uint256 escrow, uint256 credits, uint256 debit) = _meterAmounts(position, importedWh, exportedWh, rates);
+        DeliveryTotals memory totals
+    ) private returns (int256) {
+        (uint256 released, uint256 credits, uint256 debit) =
+            Settlement.amounts(position, metered, rates.retailPrice, rates.feedInPrice);
         uint256 funds = (slot >> _BALANCE) + credits;
         uint256 paid = debit;
         if (funds < debit) {
@@ -721,34 +803,176 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         }
         uint256 balance = funds - paid;
         if (balance > _U64) revert BalanceOverflow(position.meterId, balance);
-        totals.escrowReleased += escrow;
+        _meters[position.meterId] = (slot & ~(_U64 << _BALANCE)) | (balance << _BALANCE);
+        totals.released += released;
         totals.gridIncome += paid;
-        totals.gridExpense += credits - escrow;
-        return ((slot & ~(_U64 << _BALANCE)) | (balance << _BALANCE), int256(credits) - int256(paid));
+        totals.gridExpense += credits - released;
+        return int256(credits) - int256(paid);
     }
 
-    /// @dev What a meter gets back (`credits`, including its released `escrow`) and owes
-    ///      (`debit`) for an interval, in smallest units. Energy received from the market is what
-    ///      was bought, up to what was imported; the rest of the import came from the grid at the
-    ///      retail price. Energy delivered to the market is what was sold, up to what was
-    ///      exported; the rest of the export went to the grid at the feed-in price. Credits round
-    ///      down and debits up, once per meter; the grid account takes the residue.
-    function _meterAmounts(Position memory position, uint256 importedWh, uint256 exportedWh, Tariffs memory rates)
+    /// @dev Checks a reading (meter, signature, baseline, interval, registers, plausibility);
+    ///      if usable, fills `metered` and returns the slot with the new registers and interval,
+    ///      otherwise the reason (and the slot unchanged).
+    function _useReading(
+        uint64 interval,
+        bytes32 meterId,
+        bytes calldata entries,
+        uint256 at,
+        uint256 slot,
+        Settlement.Metered memory metered
+    ) private view returns (uint8, uint256) {
+        (uint8 reason, uint256 maxPowerW) = _checkReadingSigner(interval, meterId, entries, at);
+        if (reason != 0) return (reason, slot);
+        PackedCalldata.Registers memory r = PackedCalldata.registers(PackedCalldata.readingRegisters(entries, at));
+        return _measure(interval, r, maxPowerW, slot, metered);
+    }
+
+    /// @dev 0 and the meter's connection limit if the reading at `at` is signed by the current
+    ///      key of a meter of this market; otherwise the reason.
+    function _checkReadingSigner(uint64 interval, bytes32 meterId, bytes calldata entries, uint256 at)
         private
-        pure
-        returns (uint256 escrow, uint256 credits, uint256 debit)
+        view
+        returns (uint8 reason, uint256 maxPowerW)
     {
-        uint256 receivedWh = Math.min(position.boughtWh, importedWh);
-        uint256 deliveredWh = Math.min(position.soldWh, exportedWh);
-        uint256 debitMilli = (importedWh - receivedWh) * rates.retailPrice;
-        if (receivedWh != 0) {
-            debitMilli += Math.mulDiv(position.costMilli, receivedWh, position.boughtWh, Math.Rounding.Ceil);
+        (uint256 record, bool member) = registry.lookup(meterId);
+        if (address(uint160(record)) == address(0)) return (REJECT_UNKNOWN_METER, 0);
+        if ((record >> _REC_REVOKED) & 0xff != 0) return (REJECT_REVOKED, 0);
+        if (!member) return (REJECT_OTHER_MARKET, 0);
+        bytes32 digest = _readingDigest(meterId, interval, PackedCalldata.readingRegisters(entries, at));
+        if (_recover(digest, PackedCalldata.readingSignature(entries, at)) != address(uint160(record))) {
+            return (REJECT_BAD_SIGNATURE, 0);
         }
-        uint256 creditMilli = (exportedWh - deliveredWh) * rates.feedInPrice;
-        if (deliveredWh != 0) creditMilli += Math.mulDiv(position.valueMilli, deliveredWh, position.soldWh);
-        escrow = Math.ceilDiv(position.costMilli, _MILLI);
-        credits = escrow + creditMilli / _MILLI;
-        debit = Math.ceilDiv(debitMilli, _MILLI);
+        return (0, (record >> _REC_MAX_POWER) & 0xffffffff);
+    }
+
+    /// @dev The energy of the interval and of the gap before it, against the meter's slot.
+    function _measure(
+        uint64 interval,
+        PackedCalldata.Registers memory r,
+        uint256 maxPowerW,
+        uint256 slot,
+        Settlement.Metered memory metered
+    ) private view returns (uint8, uint256) {
+        uint256 lastInterval = uint64(slot);
+        if (lastInterval == 0) return (REJECT_NO_BASELINE, slot);
+        if (lastInterval >= interval) return (REJECT_STALE, slot);
+        uint256 lastImportWh = (slot >> _IMPORT) & _U64;
+        uint256 lastExportWh = (slot >> _EXPORT) & _U64;
+        if (
+            r.startImportWh < lastImportWh || r.startExportWh < lastExportWh || r.endImportWh < r.startImportWh
+                || r.endExportWh < r.startExportWh
+        ) return (REJECT_BACKWARDS, slot);
+        uint256 gapSeconds = interval - lastInterval - intervalSeconds; // both aligned, interval > last
+        if (
+            (r.endImportWh - r.startImportWh) + (r.endExportWh - r.startExportWh)
+                > Settlement.maxEnergyWh(maxPowerW, intervalSeconds)
+                || (r.startImportWh - lastImportWh) + (r.startExportWh - lastExportWh)
+                    > Settlement.maxEnergyWh(maxPowerW, gapSeconds)
+        ) return (REJECT_IMPLAUSIBLE, slot);
+        metered.importWh = r.endImportWh - r.startImportWh;
+        metered.exportWh = r.endExportWh - r.startExportWh;
+        metered.gapImportWh = r.startImportWh - lastImportWh;
+        metered.gapExportWh = r.startExportWh - lastExportWh;
+        slot = (slot & (_U64 << _BALANCE)) | (r.endExportWh << _EXPORT) | (r.endImportWh << _IMPORT) | interval;
+        return (0, slot);
+    }
+
+    // ---------------------------------------------------------------- liveness
+
+    /// @notice Void an interval whose delivery was not settled: every meter's locked credit goes
+    ///         back to its balance, and the interval's energy is billed with each meter's next
+    ///         reading, at the tariffs. Anyone may call it `refundDelay` after the batch; the
+    ///         operator at any time (when it knows the delivery cannot be settled).
+    /// @param interval The interval.
+    /// @param retailPrice The batch's retail tariff (BatchSettled).
+    /// @param feedInPrice The batch's feed-in tariff (BatchSettled).
+    /// @param positions The batch's packed positions (BatchSettled).
+    function refundInterval(uint64 interval, uint128 retailPrice, uint128 feedInPrice, bytes calldata positions)
+        external
+        nonReentrant
+    {
+        bytes32 committed = _intervals[interval];
+        if (committed == _DELIVERED) revert IntervalAlreadySettled(interval);
+        if (committed == _REFUNDED) revert IntervalRefundedAlready(interval);
+        if (committed == bytes32(0)) revert NoBatch(interval);
+        uint256 availableAt = uint256(uint32(uint256(committed))) + refundDelay;
+        if (block.timestamp < availableAt && !hasRole(OPERATOR_ROLE, msg.sender)) {
+            revert RefundTooEarly(interval, availableAt);
+        }
+        if (positions.length % PackedCalldata.PACKED_POSITION_BYTES != 0) revert MalformedTrades(positions.length);
+        bytes32 provided = _commitment(positions, retailPrice, feedInPrice, uint32(uint256(committed)));
+        if (provided != committed) revert PositionsMismatch(interval, committed, provided);
+        uint256 refunded;
+        for (uint256 offset; offset < positions.length; offset += PackedCalldata.PACKED_POSITION_BYTES) {
+            Settlement.Position memory position = PackedCalldata.packedPosition(positions, offset);
+            uint256 amount = Settlement.lockedUnits(position, retailPrice);
+            uint256 slot = _meters[position.meterId];
+            uint256 balance = (slot >> _BALANCE) + amount;
+            if (balance > _U64) revert BalanceOverflow(position.meterId, balance);
+            _meters[position.meterId] = slot + (amount << _BALANCE);
+            refunded += amount;
+        }
+        escrowTotal -= refunded;
+        _intervals[interval] = _REFUNDED;
+        emit IntervalRefunded(interval, refunded, msg.sender);
+    }
+
+    /// @notice Prove that a meter's key signed two different readings for one interval: the
+    ///         key is revoked (through the registry) and the evidence is in the event. Anyone
+    ///         may call it. The contract itself only ever uses the first reading it settled.
+    /// @param meterId The meter.
+    /// @param interval The interval both readings name.
+    /// @param registersA First reading's registers (startImport | startExport | endImport | endExport, 8 B each).
+    /// @param signatureA Its 65-byte signature.
+    /// @param registersB Second reading's registers.
+    /// @param signatureB Its 65-byte signature.
+    function proveReadingEquivocation(
+        bytes32 meterId,
+        uint64 interval,
+        uint256 registersA,
+        bytes calldata signatureA,
+        uint256 registersB,
+        bytes calldata signatureB
+    ) external {
+        if (registersA == registersB) revert NotEquivocation(meterId, interval);
+        bytes32 first = _readingDigest(meterId, interval, registersA);
+        bytes32 second = _readingDigest(meterId, interval, registersB);
+        _revokeForEquivocation(meterId, interval, first, signatureA, second, signatureB);
+    }
+
+    /// @notice Prove that a meter's key signed two different orders with the same nonce for one
+    ///         interval (see proveReadingEquivocation). `termsA`/`termsB` pack side << 128 |
+    ///         quantityWh << 64 | limitPrice.
+    function proveOrderEquivocation(
+        bytes32 meterId,
+        uint64 interval,
+        uint64 nonce,
+        uint256 termsA,
+        bytes calldata signatureA,
+        uint256 termsB,
+        bytes calldata signatureB
+    ) external {
+        if (termsA == termsB) revert NotEquivocation(meterId, interval);
+        bytes32 first = _orderDigest(meterId, interval, termsA >> 128, (termsA >> 64) & _U64, termsA & _U64, nonce);
+        bytes32 second = _orderDigest(meterId, interval, termsB >> 128, (termsB >> 64) & _U64, termsB & _U64, nonce);
+        _revokeForEquivocation(meterId, interval, first, signatureA, second, signatureB);
+    }
+
+    function _revokeForEquivocation(
+        bytes32 meterId,
+        uint64 interval,
+        bytes32 first,
+        bytes calldata signatureA,
+        bytes32 second,
+        bytes calldata signatureB
+    ) private {
+        address signer = address(uint160(_activeRecordAnyMarket(meterId)));
+        address recovered = _recover(first, signatureA);
+        if (recovered != signer) revert InvalidEvidenceSignature(meterId, recovered);
+        recovered = _recover(second, signatureB);
+        if (recovered != signer) revert InvalidEvidenceSignature(meterId, recovered);
+        emit Equivocation(meterId, interval, first, second);
+        registry.revokeForEquivocation(meterId);
     }
 
     // ---------------------------------------------------------------- views
@@ -770,14 +994,26 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         return (uint64(slot), uint64(slot >> _IMPORT), uint64(slot >> _EXPORT), uint64(slot >> _BALANCE));
     }
 
-    /// @notice 0: open, 1: batch settled (delivery pending), 2: delivery settled; and the
-    ///         positions hash of the batch while its delivery is pending.
+    /// @notice A meter's pending withdrawal (amount 0: none) and when it may be paid.
+    /// @param meterId The meter.
+    function pendingWithdrawal(bytes32 meterId) external view returns (uint256 amount, uint256 availableAt) {
+        uint256 pending = _withdrawals[meterId];
+        return (pending & type(uint128).max, pending >> 128);
+    }
+
+    /// @notice 0: open, 1: batch settled (delivery pending), 2: delivered, 3: refunded (void);
+    ///         and, while a delivery is pending, the batch's time and its commitment.
     /// @param interval The interval.
-    function intervalStatus(uint64 interval) external view returns (uint8 status, bytes32 positionsHash) {
+    function intervalStatus(uint64 interval)
+        external
+        view
+        returns (uint8 status, uint256 batchTime, bytes32 commitment)
+    {
         bytes32 state = _intervals[interval];
-        if (state == bytes32(0)) return (0, bytes32(0));
-        if (state == _DELIVERED) return (2, bytes32(0));
-        return (1, state);
+        if (state == bytes32(0)) return (0, 0, bytes32(0));
+        if (state == _DELIVERED) return (2, 0, bytes32(0));
+        if (state == _REFUNDED) return (3, 0, bytes32(0));
+        return (1, uint32(uint256(state)), state);
     }
 
     /// @notice Retail and feed-in tariffs in credit smallest units per kWh.
@@ -803,19 +1039,58 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     }
 
     /// @notice The EIP-712 digest a meter signs for a reading.
-    function hashReading(bytes32 meterId, uint64 interval, uint64 importWh, uint64 exportWh)
-        external
-        view
-        returns (bytes32)
-    {
-        return _readingDigest(meterId, interval, importWh, exportWh);
+    function hashReading(
+        bytes32 meterId,
+        uint64 interval,
+        uint64 startImportWh,
+        uint64 startExportWh,
+        uint64 endImportWh,
+        uint64 endExportWh
+    ) external view returns (bytes32) {
+        uint256 packed = (uint256(startImportWh) << 192) | (uint256(startExportWh) << 128)
+            | (uint256(endImportWh) << 64) | endExportWh;
+        return _readingDigest(meterId, interval, packed);
     }
 
     // ---------------------------------------------------------------- helpers
 
+    function _setTariffs(uint128 retailPrice, uint128 feedInPrice) private {
+        if (retailPrice == 0 || feedInPrice > retailPrice || retailPrice > maxRetailPrice) {
+            revert TariffsOutOfBounds(retailPrice, feedInPrice, maxRetailPrice);
+        }
+        _tariffs = Tariffs(retailPrice, feedInPrice);
+        emit TariffsSet(retailPrice, feedInPrice);
+    }
+
+    function _checkInterval(uint64 interval) private view {
+        if (interval == 0) revert ZeroInterval();
+        if (interval % intervalSeconds != 0) revert MisalignedInterval(interval, intervalSeconds);
+    }
+
+    function _requireOpen(uint64 interval) private view {
+        bytes32 state = _intervals[interval];
+        if (state == _DELIVERED) revert IntervalAlreadySettled(interval);
+        if (state == _REFUNDED) revert IntervalRefundedAlready(interval);
+        if (state != bytes32(0)) revert BatchAlreadySettled(interval);
+    }
+
+    /// @dev hash(positions ‖ retail ‖ feed-in) in the top 224 bits, the batch time in the low 32.
+    function _commitment(bytes memory positions, uint256 retailPrice, uint256 feedInPrice, uint256 time)
+        private
+        pure
+        returns (bytes32)
+    {
+        bytes32 hash = keccak256(abi.encodePacked(positions, uint128(retailPrice), uint128(feedInPrice)));
+        return (hash & ~bytes32(uint256(type(uint32).max))) | bytes32(uint256(uint32(time)));
+    }
+
+    function _onlyOwner(bytes32 meterId) private view {
+        if (registry.ownerOf(meterId) != msg.sender) revert NotMeterOwner(meterId, msg.sender);
+    }
+
     function _deposit(bytes32 meterId, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
-        _activeSigner(meterId);
+        _activeRecordAnyMarket(meterId);
         uint256 slot = _meters[meterId];
         uint256 balance = (slot >> _BALANCE) + amount;
         if (balance > _U64) revert BalanceOverflow(meterId, balance);
@@ -824,12 +1099,24 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         credit.safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    /// @dev registry.signerOf(meterId), called through the scratch space: this runs once per
-    ///      meter per batch, and the high-level call's memory encoding costs ~20% of the lookup.
-    function _activeSigner(bytes32 meterId) private view returns (address signer) {
-        bool revoked;
+    /// @dev The registry record of a known, unrevoked meter of this market (reverts otherwise).
+    function _activeRecord(bytes32 meterId) private view returns (uint256 record) {
+        bool member;
+        (record, member) = _lookup(meterId);
+        if (!member) revert MeterNotInMarket(meterId);
+    }
+
+    /// @dev The registry record of a known, unrevoked meter, whatever its market.
+    function _activeRecordAnyMarket(bytes32 meterId) private view returns (uint256 record) {
+        (record,) = _lookup(meterId);
+    }
+
+    /// @dev registry.lookup(meterId) through the scratch space (this runs once per meter per
+    ///      batch, and the high-level call's memory encoding costs ~20% of the lookup); reverts
+    ///      for unknown and revoked meters.
+    function _lookup(bytes32 meterId) private view returns (uint256 record, bool member) {
         address target = address(registry);
-        bytes4 selector = IMeterRegistry.signerOf.selector;
+        bytes4 selector = IMeterRegistry.lookup.selector;
         assembly ("memory-safe") {
             mstore(0x00, selector)
             mstore(0x04, meterId)
@@ -838,15 +1125,14 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
                 returndatacopy(0x00, 0x00, returndatasize())
                 revert(0x00, returndatasize())
             }
-            signer := and(mload(0x00), 0xffffffffffffffffffffffffffffffffffffffff)
-            revoked := iszero(iszero(mload(0x20)))
+            record := mload(0x00)
+            member := iszero(iszero(mload(0x20)))
         }
-        if (signer == address(0)) revert UnknownMeter(meterId);
-        if (revoked) revert MeterIsRevoked(meterId);
+        if (address(uint160(record)) == address(0)) revert UnknownMeter(meterId);
+        if ((record >> _REC_REVOKED) & 0xff != 0) revert MeterIsRevoked(meterId);
     }
 
-    /// @dev EIP-712 digest of an Order; the struct is hashed in scratch memory (no allocation
-    ///      per order). Every argument is already within its declared uint type's range.
+    /// @dev EIP-712 digest of an Order; the struct is hashed in scratch memory (no allocation).
     function _orderDigest(
         bytes32 meterId,
         uint256 interval,
@@ -871,12 +1157,8 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         return _hashTypedDataV4(structHash);
     }
 
-    /// @dev EIP-712 digest of a Reading, hashed like _orderDigest.
-    function _readingDigest(bytes32 meterId, uint256 interval, uint256 importWh, uint256 exportWh)
-        private
-        view
-        returns (bytes32)
-    {
+    /// @dev EIP-712 digest of a Reading from its packed registers (see PackedCalldata).
+    function _readingDigest(bytes32 meterId, uint256 interval, uint256 packed) private view returns (bytes32) {
         bytes32 typeHash = READING_TYPEHASH;
         bytes32 structHash;
         assembly ("memory-safe") {
@@ -884,15 +1166,18 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
             mstore(m, typeHash)
             mstore(add(m, 0x20), meterId)
             mstore(add(m, 0x40), interval)
-            mstore(add(m, 0x60), importWh)
-            mstore(add(m, 0x80), exportWh)
-            structHash := keccak256(m, 0xa0)
+            mstore(add(m, 0x60), shr(192, packed))
+            mstore(add(m, 0x80), and(shr(128, packed), 0xffffffffffffffff))
+            mstore(add(m, 0xa0), and(shr(64, packed), 0xffffffffffffffff))
+            mstore(add(m, 0xc0), and(packed, 0xffffffffffffffff))
+            structHash := keccak256(m, 0xe0)
         }
         return _hashTypedDataV4(structHash);
     }
 
     /// @dev The signer of `digest` from a 65-byte r ‖ s ‖ v signature in calldata (zero if invalid).
     function _recover(bytes32 digest, bytes calldata signature) private pure returns (address recovered) {
+        if (signature.length != 65) return address(0);
         bytes32 r;
         bytes32 s;
         uint8 v;
@@ -902,60 +1187,5 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
             v := byte(0, calldataload(add(signature.offset, 0x40)))
         }
         (recovered,,) = ECDSA.tryRecover(digest, v, r, s);
-    }
-
-    /// @dev A bytes buffer for `count` packed positions, with 16 bytes of slack because each
-    ///      position is written as three full words.
-    function _newPackedPositions(uint256 count) private pure returns (bytes memory) {
-        return new bytes(count * _PACKED_POSITION_BYTES + 16);
-    }
-
-    /// @dev Writes position `index` into `packed`:
-    ///      meterId 32 | boughtWh 8 | costMilli 16 | soldWh 8 | valueMilli 16.
-    function _packPosition(bytes memory packed, uint256 index, Position memory position) private pure {
-        bytes32 meterId = position.meterId;
-        uint256 middle = (position.boughtWh << 192) | (position.costMilli << 64) | position.soldWh;
-        uint256 last = position.valueMilli << 128;
-        if (position.costMilli > type(uint128).max || position.valueMilli > type(uint128).max) {
-            revert MalformedTrades(index);
-        }
-        assembly ("memory-safe") {
-            let at := add(add(packed, 32), mul(index, 80))
-            mstore(at, meterId)
-            mstore(add(at, 32), middle)
-            mstore(add(at, 64), last)
-        }
-    }
-
-    /// @dev Writes settlement `index`: meterId 32 | importedWh 8 | exportedWh 8 | change int128 16.
-    function _packSettlement(
-        bytes memory packed,
-        uint256 index,
-        bytes32 meterId,
-        uint256 importedWh,
-        uint256 exportedWh,
-        int256 change
-    ) private pure {
-        uint256 word = (importedWh << 192) | (exportedWh << 128) | uint256(uint128(int128(change)));
-        assembly ("memory-safe") {
-            let at := add(add(packed, 32), mul(index, 64))
-            mstore(at, meterId)
-            mstore(add(at, 32), word)
-        }
-    }
-
-    /// @dev Shortens a bytes buffer to its used length (never longer than allocated).
-    function _setLength(bytes memory data, uint256 length) private pure {
-        assembly ("memory-safe") {
-            mstore(data, length)
-        }
-    }
-
-    /// @dev The 32 bytes of `data` starting at `offset`. Bytes past the slice's end belong to the
-    ///      rest of the calldata: callers check bounds and use only the bytes inside the slice.
-    function _word(bytes calldata data, uint256 offset) private pure returns (bytes32 word) {
-        assembly ("memory-safe") {
-            word := calldataload(add(data.offset, offset))
-        }
     }
 }

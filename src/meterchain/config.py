@@ -57,6 +57,9 @@ class Household(Strict):
     pv_kwp: float = Field(0.0, ge=0)
     battery_kwh: float = Field(0.0, ge=0)
     battery_kw: float = Field(0.0, ge=0)
+    connection_kw: float = Field(
+        15.0, gt=0, description="what the supply can carry; readings above it are implausible"
+    )
 
 
 class HouseholdGroup(Strict):
@@ -70,6 +73,7 @@ class HouseholdGroup(Strict):
     pv_kwp: float = Field(0.0, ge=0)
     battery_kwh: float = Field(0.0, ge=0)
     battery_kw: float = Field(0.0, ge=0)
+    connection_kw: float = Field(15.0, gt=0)
 
     def expand(self) -> list[Household]:
         return [
@@ -81,6 +85,7 @@ class HouseholdGroup(Strict):
                 pv_kwp=self.pv_kwp,
                 battery_kwh=self.battery_kwh,
                 battery_kw=self.battery_kw,
+                connection_kw=self.connection_kw,
             )
             for i in range(self.count)
         ]

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from meterchain.agents.broker import Broker, start_mosquitto
-from meterchain.chain.batch import decode_positions, decode_settlements, settle_meter
+from meterchain.chain.batch import (
+    MeterAccountState,
+    Metered,
+    advance,
+    decode_positions,
+    decode_settlements,
+    measure_reading,
+    settle_meter,
+)
 from meterchain.chain.client import (
     EnergyCreditClient,
     EnergyMarketClient,
@@ -35,8 +43,10 @@ from meterchain.chain.deployment import Deployment, save_deployment
 from meterchain.chain.keystore import TEST_SCRYPT_N, create_keystore
 from meterchain.chain.node import AnvilNode, connect, dev_account, start_anvil, stop_anvil
 from meterchain.chain.sender import TransactionSender
-from meterchain.chain.signing import meter_id_to_bytes32
+from meterchain.chain.signing import ReadingMessage, meter_id_to_bytes32
 from meterchain.chain.units import to_units
+from meterchain.clock import ManualClock
+from meterchain.meters.sim.physical import build_profile_meter
 from meterchain.meters.sim.registry import client_url
 from meterchain.store.db import open_store
 from meterchain.store.records import Records
@@ -53,6 +63,7 @@ SCHEDULE: dict[str, float] = {
     "tariff_lead_s": 30,
 }
 METER_CREDIT = 200  # currency units deposited for each meter
+MAX_POWER_W = 15_000
 GRID_CREDIT = 10_000
 MARKET = "market"
 LOG_LEVEL = os.environ.get("MCHAIN_TEST_LOG_LEVEL", "info")
@@ -412,6 +423,9 @@ def start_community(
         credit = EnergyCreditClient(sender, addresses["EnergyCredit"])
         registry = MeterRegistryClient(sender, addresses["MeterRegistry"])
         units = to_units(METER_CREDIT, credit.decimals)
+        now = datetime.now(UTC).replace(microsecond=0)
+        # Virtual mornings in Fortaleza (10:00 local), so the PV board expects sun and offers it.
+        morning = datetime(now.year, now.month, now.day, 13, 0, tzinfo=UTC)
         credit.mint(operator.address, units * len(meters) + to_units(GRID_CREDIT, credit.decimals))
         market.deposit_grid(to_units(GRID_CREDIT, credit.decimals))
         for spec in meters:
@@ -419,18 +433,29 @@ def start_community(
                 root / f"board-{spec.meter_id}.json", PASSWORD, scrypt_n=TEST_SCRYPT_N
             )
             kind = "prosumer" if spec.pv_kwp else "consumer"
+            # The simulated meter's registers when its clock starts: the installation reading.
+            installed = build_profile_meter(spec.meter_id, spec.profile, ManualClock(morning))
+            registers = installed.state()
+            import_wh, export_wh = int(registers.import_wh), int(registers.export_wh)
             if via_cli:
                 common = ["--deployment", str(root / "deployment.json")]
                 _run_cli(
                     env, "agent", "register", "--meter-id", spec.meter_id, "--board-keystore",
-                    str(root / f"board-{spec.meter_id}.json"), "--kind", kind, *common,
+                    str(root / f"board-{spec.meter_id}.json"), "--kind", kind,
+                    "--max-power-w", str(MAX_POWER_W), "--import-wh", str(import_wh),
+                    "--export-wh", str(export_wh), "--baseline-at", morning.isoformat(), *common,
                 )  # fmt: skip
                 _run_cli(
                     env, "agent", "fund", "--meter-id", spec.meter_id, "--amount",
                     str(METER_CREDIT), *common,
                 )  # fmt: skip
             else:
-                registry.register_meter(spec.meter_id, signer, signer, MeterKind[kind.upper()])
+                registry.register_meter(
+                    spec.meter_id, signer, signer, MeterKind[kind.upper()], MAX_POWER_W
+                )
+                registry.assign_market(spec.meter_id, market.address)
+                baseline = int(morning.timestamp()) - market.interval_seconds
+                market.set_baseline(spec.meter_id, baseline, import_wh, export_wh)
                 market.deposit(spec.meter_id, units)
         # The test's own view of the chain: reads only.
         viewer = EnergyMarketClient(TransactionSender(w3, dev_account(9)), market.address)
@@ -438,9 +463,6 @@ def start_community(
         stop_anvil(node)
         broker.stop()
         raise
-    now = datetime.now(UTC).replace(microsecond=0)
-    # Virtual mornings in Fortaleza (10:00 local), so the PV board expects sun and offers it.
-    morning = datetime(now.year, now.month, now.day, 13, 0, tzinfo=UTC)
     community = Community(
         root=root,
         broker=broker,
@@ -489,23 +511,33 @@ class MeterCheck:
 def check_settlement(community: Community, *, timeout_s: float = 10.0) -> dict[str, MeterCheck]:
     """Every meter's on-chain balance equals what `settle_meter` computes, to the smallest unit.
 
-    The energy comes from the boards' own records of their meters' registers, the positions
-    from the batches the chain recorded, the readings the market used from its store. Each
-    interval's DeliverySettled line must also agree, meter by meter. The chain is read at one
-    block, so the community may keep running meanwhile.
+    The energy comes from the boards' own records of their meters' registers, checked against
+    the meters' baselines on chain by the contract's rules (`measure_reading`), the positions
+    and tariffs from the batches the chain recorded, the readings the market used from its
+    store. Each interval's DeliverySettled line must also agree, meter by meter. The chain is
+    read at one block, so the community may keep running meanwhile.
     """
     market = community.market
     block = int(market.w3.eth.block_number)
-    retail, feed_in = market.tariffs()
     batches = {
-        int(e["args"]["interval"]): decode_positions(bytes(e["args"]["positions"]))
-        for e in market.events("BatchSettled", to_block=block)
+        int(e["args"]["interval"]): e["args"] for e in market.events("BatchSettled", to_block=block)
     }
     deliveries = {
         int(e["args"]["interval"]): decode_settlements(bytes(e["args"]["settlements"]))
         for e in market.events("DeliverySettled", to_block=block)
     }
-    positions = {k: {p.meter_id: p for p in v} for k, v in batches.items()}
+    baselines = {
+        bytes(e["args"]["meterId"]): MeterAccountState(
+            int(e["args"]["interval"]), int(e["args"]["importWh"]), int(e["args"]["exportWh"])
+        )
+        for e in market.events("BaselineSet", to_block=block)
+    }
+    positions = {
+        k: {p.meter_id: p for p in decode_positions(bytes(v["positions"]))}
+        for k, v in batches.items()
+    }
+    retail, feed_in = market.tariffs()
+    tariffs = {k: (int(v["retailPrice"]), int(v["feedInPrice"])) for k, v in batches.items()}
     settlements = {k: {s.meter_id: s for s in v} for k, v in deliveries.items()}
     # The market records what it used right after its transaction: wait for it if need be.
     deadline = time.monotonic() + timeout_s
@@ -523,45 +555,56 @@ def check_settlement(community: Community, *, timeout_s: float = 10.0) -> dict[s
         meter = meter_id_to_bytes32(spec.meter_id)
         own = {int(k): v for k, v in community.board_records(spec).all("delivery").items()}
         balance = community.funded_units
-        last: tuple[int, int] | None = None
+        account = baselines[meter]
         with_reading, without_reading = [], []
         traded = 0
         for interval in sorted(set(batches) | set(deliveries)):
             position = positions.get(interval, {}).get(meter)
+            batch_retail, batch_feed_in = tariffs.get(interval, (retail, feed_in))
             if position is not None:
-                balance -= position.escrow
+                balance -= position.locked(batch_retail)
                 traded += position.bought_wh + position.sold_wh
             if interval not in deliveries:
                 continue
             used: dict[str, Any] | None = None
             if spec.meter_id in used_readings[interval]:
                 used = market_readings[f"{interval}:{spec.meter_id}"]
-            imported = exported = 0
+            metered = Metered()
             if used is not None:
                 board = own.get(interval)
                 assert board is not None, (
                     f"{spec.meter_id}: the market used a reading for {interval} that the board "
                     "never took"
                 )
-                assert (used["import_wh"], used["export_wh"]) == (
-                    board["import_wh"],
-                    board["export_wh"],
-                ), f"{spec.meter_id}: the reading for {interval} differs from the meter's"
-                registers = (int(board["import_wh"]), int(board["export_wh"]))
-                if last is not None:
-                    imported, exported = registers[0] - last[0], registers[1] - last[1]
-                last = registers
-                with_reading.append(interval)
+                assert used == board, (
+                    f"{spec.meter_id}: the reading for {interval} differs from the meter's"
+                )
+                reading = ReadingMessage(
+                    meter, interval, int(board["start_import_wh"]), int(board["start_export_wh"]),
+                    int(board["end_import_wh"]), int(board["end_export_wh"]),
+                )  # fmt: skip
+                found = measure_reading(
+                    reading, account, max_power_w=MAX_POWER_W, interval_s=market.interval_seconds
+                )
+                if isinstance(found, Metered):
+                    metered = found
+                    account = advance(account, reading)
+                    with_reading.append(interval)
+                else:
+                    without_reading.append(interval)
             else:
                 without_reading.append(interval)
-            settled = settle_meter(position, imported, exported, retail, feed_in)
+            settled = settle_meter(position, metered, batch_retail, batch_feed_in)
             change = settled.credits - settled.debit
             line = settlements[interval].get(meter)
-            if position is not None or used is not None:
+            if position is not None or metered != Metered():
                 assert line is not None, f"{spec.meter_id} missing from the delivery of {interval}"
-                assert (line.imported_wh, line.exported_wh) == (imported, exported), (
+                assert (line.imported_wh, line.exported_wh) == (
+                    metered.import_wh,
+                    metered.export_wh,
+                ), (
                     f"{spec.meter_id} in {interval}: chain counted {line.imported_wh}/"
-                    f"{line.exported_wh} Wh, the meter's registers say {imported}/{exported}"
+                    f"{line.exported_wh} Wh, the meter's registers say {metered}"
                 )
                 assert line.balance_change == change, (
                     f"{spec.meter_id} in {interval}: chain changed the balance by "

@@ -26,7 +26,7 @@ from community_harness import (
 
 from meterchain.chain.client import IntervalStatus
 
-SETTLED_INTERVALS = 4  # beyond the first, which only sets each meter's baseline
+SETTLED_INTERVALS = 4  # beyond the first, whose start the boards were not up to read
 GRID_RETAIL, GRID_FEED_IN = 0.90, 0.20  # announced by the grid; the boards' files say 0.80/0.30
 
 
@@ -37,7 +37,9 @@ def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Community]:
         running.start_market()
         running.start_grid(GRID_RETAIL, GRID_FEED_IN)
         running.start_boards(running.meters)
-        first = running.first_interval_read_after(running.virtual_now())
+        # A reading carries both ends of its interval: the first interval a board can sign is
+        # the one after the first whose end it read.
+        first = running.first_interval_read_after(running.virtual_now()) + INTERVAL_S
         running.first_full_interval = first
         last = first + SETTLED_INTERVALS * INTERVAL_S
         running.wait_until_delivered(

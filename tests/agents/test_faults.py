@@ -45,7 +45,7 @@ def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Community]:
     try:
         running.start_market()
         running.start_boards(running.meters)
-        first = running.first_interval_read_after(running.virtual_now())
+        first = running.first_interval_read_after(running.virtual_now()) + INTERVAL_S
         running.first_full_interval = first
         running.wait_until_delivered(
             lambda d: bool(d) and d[-1] >= first, timeout_s=30, what="a first full interval"

@@ -38,8 +38,10 @@ from meterchain.chain.signing import (
 
 RETAIL = 80  # smallest units (cents) per kWh
 FEED_IN = 30
-INTERVAL = 1_795_000_500  # an interval start, Unix seconds
+INTERVAL = 1_795_000_500  # an interval start, Unix seconds (a multiple of 900)
 NEXT_INTERVAL = INTERVAL + 900
+BASELINE = INTERVAL - 900  # meters are enrolled with registers (0, 0) at this interval's end
+MAX_POWER_W = 20_000  # every test meter's connection: 5,000 Wh per 15-minute interval
 DEPOSIT = 100_000  # cents each meter starts with in the market
 GRID_FUNDS = 1_000_000
 
@@ -115,9 +117,14 @@ class Suite:
         export_wh: int,
         *,
         interval: int = INTERVAL,
+        start: tuple[int, int] = (0, 0),
         signer: LocalAccount | None = None,
     ) -> SignedReading:
-        message = ReadingMessage(meter.id, interval, import_wh, export_wh)
+        """A signed reading: registers `start` at the interval's start, and `start` plus
+        `import_wh`/`export_wh` (the energy of the interval) at its end."""
+        message = ReadingMessage(
+            meter.id, interval, start[0], start[1], start[0] + import_wh, start[1] + export_wh
+        )
         return sign_reading(self.domain, message, signer or meter.key)
 
 
@@ -131,10 +138,31 @@ def board_key(index: int) -> LocalAccount:
     return account
 
 
+def enrol(
+    suite: Suite,
+    name: str,
+    signer: str,
+    owner: str,
+    kind: MeterKind = MeterKind.PROSUMER,
+    *,
+    baseline: tuple[int, int, int] = (BASELINE, 0, 0),
+) -> None:
+    """Register a meter, put it in the suite's market and record its baseline registers."""
+    suite.registry(ADMIN).register_meter(name, signer, owner, kind, MAX_POWER_W)
+    suite.registry(ADMIN).assign_market(name, suite.addresses["EnergyMarket"])
+    suite.market(GRID).set_baseline(name, *baseline)
+
+
 def deploy_test_suite(
-    w3: Web3, meter_names: Sequence[str] = ("alice", "bob", "carol", "dave"), *, fund: bool = True
+    w3: Web3,
+    meter_names: Sequence[str] = ("alice", "bob", "carol", "dave"),
+    *,
+    fund: bool = True,
+    kinds: Sequence[MeterKind] | None = None,
 ) -> Suite:
-    """Deploy the suite with separate admin/operator/treasury/grid accounts and register meters.
+    """Deploy the suite with separate admin/operator/treasury/grid accounts and register meters
+    (prosumers unless `kinds` says otherwise), each in the market with baseline (0, 0) at the
+    end of BASELINE.
 
     With `fund`, each meter's owner gets DEPOSIT cents into the meter's market balance and the
     grid account GRID_FUNDS.
@@ -153,11 +181,9 @@ def deploy_test_suite(
         for i, name in enumerate(meter_names)
     ]
     suite = Suite(w3=w3, addresses=addresses, meters=meters)
-    registry = suite.registry(ADMIN)
-    for meter in meters:
-        registry.register_meter(
-            meter.name, meter.key.address, meter.owner.address, MeterKind.PROSUMER
-        )
+    for i, meter in enumerate(meters):
+        kind = kinds[i] if kinds is not None else MeterKind.PROSUMER
+        enrol(suite, meter.name, meter.key.address, meter.owner.address, kind)
     if fund:
         treasury = suite.credit(TREASURY)
         for meter in meters:

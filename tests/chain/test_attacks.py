@@ -1,4 +1,7 @@
-"""Every attack on the market reverts with a custom error that names what was wrong."""
+"""Every attack on a batch reverts with a custom error that names what was wrong; every
+unusable reading is refused with a ReadingRejected event that says why (it counts as absent,
+so one meter cannot freeze an interval). tests/chain/test_settlement_rules.py has the
+economic attacks (issue 8)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 import pytest
 from contract_suite import (
+    BASELINE,
     INTERVAL,
     NEXT_INTERVAL,
     OUTSIDER,
@@ -18,12 +22,17 @@ from contract_suite import (
 )
 from web3 import Web3
 
-from meterchain.chain.batch import pack_batch, pack_delivery_entry, pack_order, pack_trade
+from meterchain.chain.batch import (
+    RejectReason,
+    pack_batch,
+    pack_delivery_entry,
+    pack_order,
+    pack_trade,
+)
+from meterchain.chain.client import EnergyMarketClient
 from meterchain.chain.errors import TransactionReverted
 from meterchain.chain.node import dev_account
-from meterchain.chain.signing import MarketDomain, OrderSide
-
-BASELINE = INTERVAL - 900
+from meterchain.chain.signing import MarketDomain, OrderSide, sign_reading
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +51,14 @@ def reverts(action: Callable[[], Any], error_name: str) -> TransactionReverted:
         action()
     assert caught.value.error_name == error_name, str(caught.value)
     return caught.value
+
+
+def rejections(market: EnergyMarketClient, receipt: Any) -> list[tuple[bytes, RejectReason]]:
+    """The (meter id, reason) of every ReadingRejected event in a transaction."""
+    return [
+        (bytes(e["args"]["meterId"]), RejectReason(e["args"]["reason"]))
+        for e in market.events_in(receipt, "ReadingRejected")
+    ]
 
 
 def book(suite: Suite) -> tuple[Any, Any]:
@@ -82,15 +99,12 @@ def test_order_with_a_tampered_quantity_is_rejected(suite: Suite) -> None:
     )
 
 
-def test_reading_signed_by_another_key_is_rejected(suite: Suite) -> None:
+def test_reading_signed_by_another_key_counts_as_absent(suite: Suite) -> None:
     carol = suite.meters[2]
-    error = reverts(
-        lambda: suite.market().settle_delivery(
-            INTERVAL, [suite.reading(carol, 10, 0, signer=board_key(667))]
-        ),
-        "InvalidReadingSignature",
-    )
-    assert error.args == (carol.id, board_key(667).address)
+    market = suite.market()
+    receipt = market.settle_delivery(INTERVAL, [suite.reading(carol, 10, 0, signer=board_key(667))])
+    assert rejections(market, receipt) == [(carol.id, RejectReason.BAD_SIGNATURE)]
+    assert market.meter_account(carol.name).last_interval == BASELINE
 
 
 def test_revoked_meter_can_neither_trade_nor_report(suite: Suite) -> None:
@@ -103,7 +117,8 @@ def test_revoked_meter_can_neither_trade_nor_report(suite: Suite) -> None:
         "MeterIsRevoked",
     )
     assert error.args == (bob.id,)
-    reverts(lambda: market.settle_delivery(INTERVAL, [suite.reading(bob, 0, 5)]), "MeterIsRevoked")
+    receipt = market.settle_delivery(INTERVAL, [suite.reading(bob, 0, 5)])
+    assert rejections(market, receipt) == [(bob.id, RejectReason.REVOKED)]
 
 
 def test_old_key_is_useless_after_rotation(suite: Suite) -> None:
@@ -300,26 +315,42 @@ def test_buyer_without_the_money_cannot_be_escrowed(suite: Suite) -> None:
 # ---- readings
 
 
-def test_counter_going_backwards_is_rejected(suite: Suite) -> None:
+def test_counter_going_backwards_counts_as_absent(suite: Suite) -> None:
     carol = suite.meters[2]
     market = suite.market()
-    market.settle_delivery(BASELINE, [suite.reading(carol, 5000, 100, interval=BASELINE)])
-    error = reverts(
-        lambda: market.settle_delivery(INTERVAL, [suite.reading(carol, 4999, 100)]),
-        "CounterWentBackwards",
+    market.settle_delivery(INTERVAL, [suite.reading(carol, 3000, 100)])
+    receipt = market.settle_delivery(
+        NEXT_INTERVAL,
+        [suite.reading(carol, 10, 0, interval=NEXT_INTERVAL, start=(2999, 100))],
     )
-    assert error.args == (carol.id, 5000, 4999, 100, 100)
+    assert rejections(market, receipt) == [(carol.id, RejectReason.BACKWARDS)]
+    assert market.meter_account(carol.name).import_wh == 3000
 
 
-def test_reading_for_an_interval_before_the_last_settled_one_is_rejected(suite: Suite) -> None:
+def test_end_registers_below_the_start_count_as_absent(suite: Suite) -> None:
+    carol = suite.meters[2]
+    market = suite.market()
+    reading = suite.reading(carol, 0, 0)
+    backwards = type(reading.reading)(carol.id, INTERVAL, 500, 0, 400, 0)
+    receipt = market.settle_delivery(INTERVAL, [sign_reading(suite.domain, backwards, carol.key)])
+    assert rejections(market, receipt) == [(carol.id, RejectReason.BACKWARDS)]
+
+
+def test_reading_for_an_interval_before_the_last_settled_one_counts_as_absent(
+    suite: Suite,
+) -> None:
     carol = suite.meters[2]
     market = suite.market()
     market.settle_delivery(NEXT_INTERVAL, [suite.reading(carol, 10, 0, interval=NEXT_INTERVAL)])
-    error = reverts(
-        lambda: market.settle_delivery(INTERVAL, [suite.reading(carol, 20, 0)]),
-        "ReadingNotAfterLastSettled",
-    )
-    assert error.args == (carol.id, INTERVAL, NEXT_INTERVAL)
+    receipt = market.settle_delivery(INTERVAL, [suite.reading(carol, 20, 0)])
+    assert rejections(market, receipt) == [(carol.id, RejectReason.STALE)]
+
+
+def test_unregistered_meters_reading_counts_as_absent(suite: Suite) -> None:
+    ghost = type(suite.meters[0])("ghost", board_key(669), dev_account(8))
+    market = suite.market()
+    receipt = market.settle_delivery(INTERVAL, [suite.reading(ghost, 10, 0)])
+    assert rejections(market, receipt) == [(ghost.id, RejectReason.UNKNOWN_METER)]
 
 
 # ---- settling once
@@ -360,6 +391,8 @@ def test_an_intervals_delivery_settles_once(suite: Suite) -> None:
         "mint",
         "redeem",
         "register_meter",
+        "assign_market",
+        "set_baseline",
         "revoke_meter",
         "grant_role",
     ],
@@ -376,14 +409,16 @@ def test_calls_without_the_role_are_refused(suite: Suite, action: str) -> None:
         "settle_batch": lambda: market.settle_batch(
             INTERVAL, [trade(buy, sell, 500, 55)], [buy, sell]
         ),
-        "settle_delivery": lambda: market.settle_delivery(INTERVAL, [], positions=[]),
+        "settle_delivery": lambda: market.settle_delivery_packed(INTERVAL, b"", tariffs=(80, 30)),
         "set_tariffs": lambda: market.set_tariffs(1, 1),
         "withdraw_grid": lambda: market.withdraw_grid(1, outsider.address),
         "mint": lambda: credit.mint(outsider.address, 1),
         "redeem": lambda: credit.redeem(1),
         "register_meter": lambda: registry.register_meter(
-            "m", outsider.address, outsider.address, 0
+            "m", outsider.address, outsider.address, 0, 1000
         ),
+        "assign_market": lambda: registry.assign_market(suite.meters[0].name, outsider.address),
+        "set_baseline": lambda: market.set_baseline(suite.meters[0].name, NEXT_INTERVAL, 0, 0),
         "revoke_meter": lambda: registry.revoke_meter(suite.meters[0].name),
         "grant_role": lambda: market.grant_role("OPERATOR_ROLE", outsider.address),
     }
@@ -394,8 +429,7 @@ def test_calls_without_the_role_are_refused(suite: Suite, action: str) -> None:
 def test_only_the_owner_withdraws_a_meters_balance(suite: Suite) -> None:
     alice = suite.meters[0]
     thief = dev_account(OUTSIDER)
-    error = reverts(
-        lambda: suite.market(thief).withdraw(alice.name, 1, thief.address), "NotMeterOwner"
-    )
+    error = reverts(lambda: suite.market(thief).request_withdrawal(alice.name, 1), "NotMeterOwner")
     assert error.args == (alice.id, thief.address)
-    reverts(lambda: suite.market(TREASURY).withdraw(alice.name, 1, thief.address), "NotMeterOwner")
+    suite.market(alice.owner).request_withdrawal(alice.name, 1)
+    reverts(lambda: suite.market(TREASURY).withdraw(alice.name, thief.address), "NotMeterOwner")

@@ -20,7 +20,7 @@ def test_balances_of_many_meters_equal_single_calls(sender: TransactionSender) -
     credit.mint(sender.address, 10_000)
     meters = [f"{30_000_000 + i}" for i in range(6)]
     for index, meter in enumerate(meters[:5]):  # the sixth is not even registered
-        registry.register_meter(meter, sender.address, sender.address, MeterKind.CONSUMER)
+        registry.register_meter(meter, sender.address, sender.address, MeterKind.CONSUMER, 10_000)
         market.deposit(meter, 100 * (index + 1))
     balances = market.balances(meters)
     assert list(balances.values()) == [100, 200, 300, 400, 500, 0]

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from contract_suite import (
+    BASELINE,
     DEPOSIT,
     FEED_IN,
     GRID,
@@ -17,18 +18,24 @@ from contract_suite import (
     RETAIL,
     TREASURY,
     Suite,
+    board_key,
     deploy_test_suite,
+    enrol,
     trade,
 )
 from web3 import Web3
 
-from meterchain.chain.batch import Position, compute_positions, decode_positions, settle_meter
-from meterchain.chain.client import IntervalStatus
+from meterchain.chain.batch import (
+    Metered,
+    Position,
+    compute_positions,
+    decode_positions,
+    settle_meter,
+)
+from meterchain.chain.client import BatchTerms, IntervalStatus
 from meterchain.chain.errors import TransactionReverted
 from meterchain.chain.node import dev_account
 from meterchain.chain.signing import OrderSide
-
-BASELINE = INTERVAL - 900
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +49,10 @@ def suite(deployed: Suite, chain_snapshot: str) -> Suite:
     return deployed
 
 
-def set_baseline(suite: Suite) -> None:
-    """Alice has imported 1,000 Wh and Bob exported 2,000 Wh before the traded interval."""
-    alice, bob, *_ = suite.meters
-    suite.market().settle_delivery(
-        BASELINE,
-        [
-            suite.reading(alice, 1000, 0, interval=BASELINE),
-            suite.reading(bob, 0, 2000, interval=BASELINE),
-        ],
-    )
+def later(suite: Suite, seconds: int) -> None:
+    """Move the chain's clock forward and mine a block."""
+    suite.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+    suite.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
 def settle_one_trade(suite: Suite) -> None:
@@ -88,20 +89,43 @@ def test_deposit_for_an_unknown_meter_is_refused(suite: Suite) -> None:
     assert caught.value.error_name == "UnknownMeter"
 
 
-def test_owner_withdraws_to_any_address(suite: Suite) -> None:
+def test_owner_withdraws_to_any_address_after_the_delay(suite: Suite) -> None:
     alice = suite.meters[0]
     receiver = dev_account(8).address
-    suite.market(alice.owner).withdraw(alice.name, 300, receiver)
+    owner_market = suite.market(alice.owner)
+    owner_market.request_withdrawal(alice.name, 300)
+    amount, available_at = owner_market.pending_withdrawal(alice.name)
+    assert amount == 300 and available_at > 0
+    with pytest.raises(TransactionReverted) as caught:
+        owner_market.withdraw(alice.name, receiver)
+    assert caught.value.error_name == "WithdrawalNotYetAvailable"
+    later(suite, owner_market.withdrawal_delay)
+    owner_market.withdraw(alice.name, receiver)
     assert suite.market().balance_of(alice.name) == DEPOSIT - 300
     assert suite.credit().balance_of(receiver) == 300
+    assert owner_market.pending_withdrawal(alice.name) == (0, 0)
 
 
 def test_withdrawing_more_than_the_balance_is_refused(suite: Suite) -> None:
     alice = suite.meters[0]
+    owner_market = suite.market(alice.owner)
+    owner_market.request_withdrawal(alice.name, DEPOSIT + 1)
+    later(suite, owner_market.withdrawal_delay)
     with pytest.raises(TransactionReverted) as caught:
-        suite.market(alice.owner).withdraw(alice.name, DEPOSIT + 1, alice.owner.address)
+        owner_market.withdraw(alice.name, alice.owner.address)
     assert caught.value.error_name == "InsufficientBalance"
     assert caught.value.args[1:] == (DEPOSIT + 1, DEPOSIT)
+
+
+def test_a_withdrawal_request_can_be_cancelled(suite: Suite) -> None:
+    alice = suite.meters[0]
+    owner_market = suite.market(alice.owner)
+    owner_market.request_withdrawal(alice.name, 300)
+    owner_market.request_withdrawal(alice.name, 0)
+    later(suite, owner_market.withdrawal_delay)
+    with pytest.raises(TransactionReverted) as caught:
+        owner_market.withdraw(alice.name, alice.owner.address)
+    assert caught.value.error_name == "NoWithdrawalRequested"
 
 
 def test_grid_account_deposits_and_withdraws(suite: Suite) -> None:
@@ -114,31 +138,40 @@ def test_grid_account_deposits_and_withdraws(suite: Suite) -> None:
     assert suite.credit().balance_of(dev_account(8).address) == 400
 
 
-def test_operator_sets_tariffs(suite: Suite) -> None:
-    market = suite.market(OPERATOR)
+def test_the_grid_sets_tariffs_within_bounds(suite: Suite) -> None:
+    market = suite.market(GRID)
     assert market.tariffs() == (RETAIL, FEED_IN)
     market.set_tariffs(95, 25)
     assert market.tariffs() == (95, 25)
     assert (
         market.events_in(market.set_tariffs(96, 26), "TariffsSet")[0]["args"]["retailPrice"] == 96
     )
+    for retail, feed_in in ((market.max_retail_price + 1, 10), (50, 51), (0, 0)):
+        with pytest.raises(TransactionReverted) as caught:
+            market.set_tariffs(retail, feed_in)
+        assert caught.value.error_name == "TariffsOutOfBounds"
+    with pytest.raises(TransactionReverted) as caught:
+        suite.market(OPERATOR).set_tariffs(90, 30)
+    assert caught.value.error_name == "AccessControlUnauthorizedAccount"
 
 
 # ---- batches
 
 
-def test_batch_escrows_the_buyers_payment_and_records_positions(suite: Suite) -> None:
+def test_batch_locks_the_buyers_payment_and_the_sellers_worst_case(suite: Suite) -> None:
     alice, bob, *_ = suite.meters
     buy = suite.order(alice, OrderSide.BUY, 1000, 70)
     sell = suite.order(bob, OrderSide.SELL, 1500, 40)
     market = suite.market()
     result = market.settle_batch(INTERVAL, [trade(buy, sell, 1000, 55)], [buy, sell])
     assert market.balance_of(alice.name) == DEPOSIT - 55  # 1 kWh at 55 cents
-    assert market.balance_of(bob.name) == DEPOSIT  # sellers are paid on delivery
-    assert market.escrow_total() == 55
+    # Bob would owe 80 cents if he delivered nothing; his sale pays 55: 25 are locked.
+    assert market.balance_of(bob.name) == DEPOSIT - 25
+    assert market.escrow_total() == 80
     assert market.interval_status(INTERVAL) is IntervalStatus.BATCH_SETTLED
     event = market.events_in(result.receipt, "BatchSettled")[0]["args"]
-    assert (event["orders"], event["trades"], event["escrowed"]) == (2, 1, 55)
+    assert (event["orders"], event["trades"], event["locked"]) == (2, 1, 80)
+    assert (event["retailPrice"], event["feedInPrice"]) == (RETAIL, FEED_IN)
     assert decode_positions(bytes(event["positions"])) == result.positions
     assert market.positions(INTERVAL) == result.positions
 
@@ -169,7 +202,8 @@ def test_a_meter_that_buys_and_sells_in_one_batch_gets_one_position(suite: Suite
     assert result.positions == compute_positions(trades)
     assert market.positions(INTERVAL) == result.positions
     assert result.positions[0] == Position(alice.id, 1000, 55_000, 500, 25_000)
-    assert market.balance_of(alice.name) == DEPOSIT - 55
+    # Alice locks her cost (55) and, as a seller of 500 Wh, 40 - 25 = 15 more.
+    assert market.balance_of(alice.name) == DEPOSIT - 70
     assert market.balance_of(carol.name) == DEPOSIT - 25
 
 
@@ -192,87 +226,89 @@ def test_costs_are_exact_in_thousandths_and_rounded_once_per_buyer(suite: Suite)
 # ---- delivery
 
 
-def test_delivery_pays_sellers_refunds_buyers_and_bills_the_rest_at_tariffs(suite: Suite) -> None:
+def test_delivery_pays_the_trades_and_settles_deviations_at_the_tariffs(suite: Suite) -> None:
     alice, bob, *_ = suite.meters
-    set_baseline(suite)
     settle_one_trade(suite)
     market = suite.market()
     grid_before = market.grid_balance()
     # Alice imported 1,200 Wh (bought 1,000); Bob exported 900 Wh (sold 1,000).
     receipt = market.settle_delivery(
-        INTERVAL, [suite.reading(alice, 2200, 0), suite.reading(bob, 0, 2900)]
+        INTERVAL, [suite.reading(alice, 1200, 0), suite.reading(bob, 0, 900)]
     )
-    # Alice: 55 for the kWh received + 200 Wh at 80 cents/kWh = 71; her 55 escrow came back.
+    # Alice: 55 for the kWh bought + 200 Wh at 80 cents/kWh = 71.
     assert market.balance_of(alice.name) == DEPOSIT - 71
-    # Bob: paid for the 900 Wh delivered: 49.5 cents, rounded down.
-    assert market.balance_of(bob.name) == DEPOSIT + 49
-    assert market.grid_balance() == grid_before + 22
+    # Bob: 55 for the kWh sold, less the 100 Wh he did not deliver at retail (8): +47.
+    assert market.balance_of(bob.name) == DEPOSIT + 47
+    assert market.grid_balance() == grid_before + 24
     assert market.escrow_total() == 0
     assert market.interval_status(INTERVAL) is IntervalStatus.DELIVERED
     lines = {line.meter_id: line for line in market.settlements(INTERVAL)}
     assert (lines[alice.id].imported_wh, lines[alice.id].balance_change) == (1200, -16)
-    assert (lines[bob.id].exported_wh, lines[bob.id].balance_change) == (900, 49)
+    assert (lines[bob.id].exported_wh, lines[bob.id].balance_change) == (900, 72)
     event = market.events_in(receipt, "DeliverySettled")[0]["args"]
-    assert event["gridBalanceChange"] == 22
+    assert event["gridBalanceChange"] == 24
 
 
-def test_buyer_who_imports_less_than_bought_is_refunded_pro_rata(suite: Suite) -> None:
+def test_a_buyer_pays_what_it_bought_and_sells_the_unused_part_at_feed_in(suite: Suite) -> None:
     alice, bob, *_ = suite.meters
-    set_baseline(suite)
     settle_one_trade(suite)
     market = suite.market()
-    market.settle_delivery(INTERVAL, [suite.reading(alice, 1400, 0), suite.reading(bob, 0, 3000)])
-    # Alice received 400 of 1,000 Wh: pays 22 of her 55 cents.
-    assert market.balance_of(alice.name) == DEPOSIT - 22
-    assert market.balance_of(bob.name) == DEPOSIT + 55
+    market.settle_delivery(INTERVAL, [suite.reading(alice, 400, 0), suite.reading(bob, 0, 3000)])
+    # Alice used 400 of 1,000 Wh: pays 55, gets 600 Wh × 30 = 18 back.
+    assert market.balance_of(alice.name) == DEPOSIT - 37
+    # Bob: 55 for the kWh sold + 2,000 Wh beyond it at feed-in (60).
+    assert market.balance_of(bob.name) == DEPOSIT + 115
 
 
 def test_export_beyond_what_was_sold_earns_the_feed_in_tariff(suite: Suite) -> None:
     _, _, carol, _ = suite.meters
     market = suite.market()
-    market.settle_delivery(BASELINE, [suite.reading(carol, 0, 0, interval=BASELINE)])
     market.settle_delivery(INTERVAL, [suite.reading(carol, 0, 2000)])
     assert market.balance_of(carol.name) == DEPOSIT + 2 * FEED_IN
 
 
-def test_first_reading_of_a_meter_only_sets_its_baseline(suite: Suite) -> None:
+def test_energy_since_the_baseline_is_billed_with_the_first_reading(suite: Suite) -> None:
     carol = suite.meters[2]
     market = suite.market()
-    market.settle_delivery(INTERVAL, [suite.reading(carol, 50_000, 7_000)])
-    assert market.balance_of(carol.name) == DEPOSIT
+    # No reading settled for INTERVAL: the 1,000 Wh Carol imported in it are a gap before
+    # NEXT_INTERVAL's reading, billed at retail with it.
+    market.settle_delivery(
+        NEXT_INTERVAL, [suite.reading(carol, 500, 0, start=(1000, 0), interval=NEXT_INTERVAL)]
+    )
+    assert market.balance_of(carol.name) == DEPOSIT - 120
     account = market.meter_account(carol.name)
     assert (account.last_interval, account.import_wh, account.export_wh) == (
-        INTERVAL,
-        50_000,
-        7_000,
+        NEXT_INTERVAL,
+        1500,
+        0,
     )
 
 
 def test_meter_without_a_reading_is_settled_as_delivering_nothing(suite: Suite) -> None:
     alice, bob, *_ = suite.meters
-    set_baseline(suite)
     settle_one_trade(suite)
     market = suite.market()
     grid_before = market.grid_balance()
-    market.settle_delivery(INTERVAL, [suite.reading(alice, 2000, 0)])  # no reading from Bob
-    # Alice imported the kWh she bought and pays its price; Bob, unread, is not paid, so the
-    # grid, which supplied that energy, receives the money.
+    market.settle_delivery(INTERVAL, [suite.reading(alice, 1000, 0)])  # no reading from Bob
+    # Alice imported the kWh she bought and pays its price; Bob, unread, buys the kWh he sold
+    # from the grid at retail: he ends 25 cents down, and the grid has sold 1 kWh at retail.
     assert market.balance_of(alice.name) == DEPOSIT - 55
-    assert market.balance_of(bob.name) == DEPOSIT
-    assert market.grid_balance() == grid_before + 55
+    assert market.balance_of(bob.name) == DEPOSIT - 25
+    assert market.grid_balance() == grid_before + RETAIL
     assert market.meter_account(bob.name).last_interval == BASELINE
 
 
 def test_a_meter_that_cannot_pay_leaves_the_shortfall_to_the_grid(suite: Suite) -> None:
-    alice = suite.meters[0]
     market = suite.market()
-    suite.market(alice.owner).withdraw(alice.name, DEPOSIT - 10, alice.owner.address)
-    market.settle_delivery(BASELINE, [suite.reading(alice, 0, 0, interval=BASELINE)])
+    erin = type(suite.meters[0])("erin", board_key(70), dev_account(8))
+    enrol(suite, erin.name, erin.key.address, erin.owner.address)
+    suite.credit(TREASURY).mint(erin.owner.address, 10)
+    suite.market(erin.owner).deposit(erin.name, 10)
     grid_before = market.grid_balance()
-    receipt = market.settle_delivery(INTERVAL, [suite.reading(alice, 1000, 0)])  # owes 80
-    assert market.balance_of(alice.name) == 0
+    receipt = market.settle_delivery(INTERVAL, [suite.reading(erin, 1000, 0)])  # owes 80
+    assert market.balance_of(erin.name) == 0
     shortfall = market.events_in(receipt, "Shortfall")[0]["args"]
-    assert (shortfall["meterId"], shortfall["amount"]) == (alice.id, 70)
+    assert (shortfall["meterId"], shortfall["amount"]) == (erin.id, 70)
     assert market.grid_balance() == grid_before + 10
 
 
@@ -280,54 +316,80 @@ def test_delivery_needs_the_grid_to_cover_what_it_buys(suite: Suite) -> None:
     carol = suite.meters[2]
     market = suite.market()
     suite.market(GRID).withdraw_grid(GRID_FUNDS, dev_account(GRID).address)
-    market.settle_delivery(BASELINE, [suite.reading(carol, 0, 0, interval=BASELINE)])
     with pytest.raises(TransactionReverted) as caught:
         market.settle_delivery(INTERVAL, [suite.reading(carol, 0, 1000)])
     assert caught.value.error_name == "InsufficientGridBalance"
     assert caught.value.args == (FEED_IN, 0)
 
 
-def test_delivery_must_resubmit_the_batch_positions_exactly(suite: Suite) -> None:
+def test_delivery_must_resubmit_the_batch_positions_and_tariffs_exactly(suite: Suite) -> None:
     alice, bob, *_ = suite.meters
     settle_one_trade(suite)
     market = suite.market()
-    honest = market.positions(INTERVAL)
+    honest = market.batch_terms(INTERVAL)
     inflated = [
         p if p.meter_id != bob.id else type(p)(p.meter_id, 0, 0, p.sold_wh, p.value_milli * 2)
-        for p in honest
+        for p in honest.positions
     ]
+    for terms in (
+        BatchTerms(RETAIL, FEED_IN, inflated),
+        BatchTerms(RETAIL, FEED_IN, []),
+        BatchTerms(RETAIL + 1, FEED_IN, honest.positions),
+    ):
+        with pytest.raises(TransactionReverted) as caught:
+            market.settle_delivery(INTERVAL, [suite.reading(alice, 1, 0)], terms=terms)
+        assert caught.value.error_name == "PositionsMismatch"
+
+
+def test_a_batch_keeps_its_tariffs_when_the_grid_changes_them(suite: Suite) -> None:
+    alice, bob, *_ = suite.meters
+    settle_one_trade(suite)
+    suite.market(GRID).set_tariffs(200, 5)
+    market = suite.market()
+    market.settle_delivery(INTERVAL, [suite.reading(alice, 1000, 0), suite.reading(bob, 0, 900)])
+    # Bob's 100 Wh not delivered cost the batch's retail (80), not the new 200.
+    assert market.balance_of(bob.name) == DEPOSIT + 47
+
+
+def test_an_interval_without_a_batch_settles_at_the_tariffs_in_force(suite: Suite) -> None:
+    carol = suite.meters[2]
+    market = suite.market()
+    suite.market(GRID).set_tariffs(100, 10)
     with pytest.raises(TransactionReverted) as caught:
-        market.settle_delivery(INTERVAL, [suite.reading(alice, 1, 0)], positions=inflated)
-    assert caught.value.error_name == "PositionsMismatch"
-    with pytest.raises(TransactionReverted) as caught:
-        market.settle_delivery(INTERVAL, [suite.reading(alice, 1, 0)], positions=[])
-    assert caught.value.error_name == "PositionsMismatch"
+        market.settle_delivery(
+            INTERVAL, [suite.reading(carol, 1000, 0)], terms=BatchTerms(RETAIL, FEED_IN, [])
+        )
+    assert caught.value.error_name == "TariffsMismatch"
+    market.settle_delivery(INTERVAL, [suite.reading(carol, 1000, 0)])
+    assert market.balance_of(carol.name) == DEPOSIT - 100
+    market.settle_delivery(
+        NEXT_INTERVAL,
+        [suite.reading(carol, 0, 1000, interval=NEXT_INTERVAL, start=(1000, 0))],
+    )
+    assert market.balance_of(carol.name) == DEPOSIT - 90
 
 
 def test_settlement_arithmetic_in_python_matches_the_contract(suite: Suite) -> None:
     alice, bob, *_ = suite.meters
-    set_baseline(suite)
-    settle_one_trade(suite)
+    buy = suite.order(alice, OrderSide.BUY, 1000, 70, interval=NEXT_INTERVAL)
+    sell = suite.order(bob, OrderSide.SELL, 1500, 40, interval=NEXT_INTERVAL)
     market = suite.market()
-    positions = {p.meter_id: p for p in market.positions(INTERVAL)}
-    market.settle_delivery(INTERVAL, [suite.reading(alice, 1900, 0), suite.reading(bob, 0, 3333)])
-    lines = {line.meter_id: line for line in market.settlements(INTERVAL)}
-    for meter, imported, exported in ((alice, 900, 0), (bob, 0, 1333)):
-        expected = settle_meter(positions[meter.id], imported, exported, RETAIL, FEED_IN)
-        assert lines[meter.id].balance_change == expected.credits - expected.debit
-
-
-def test_tariff_change_applies_to_later_deliveries(suite: Suite) -> None:
-    carol = suite.meters[2]
-    market = suite.market()
-    market.settle_delivery(BASELINE, [suite.reading(carol, 0, 0, interval=BASELINE)])
-    market.set_tariffs(100, 10)
-    market.settle_delivery(INTERVAL, [suite.reading(carol, 1000, 0)])
-    assert market.balance_of(carol.name) == DEPOSIT - 100
+    market.settle_batch(NEXT_INTERVAL, [trade(buy, sell, 1000, 55)], [buy, sell])
+    positions = {p.meter_id: p for p in market.positions(NEXT_INTERVAL)}
     market.settle_delivery(
-        NEXT_INTERVAL, [suite.reading(carol, 1000, 1000, interval=NEXT_INTERVAL)]
+        NEXT_INTERVAL,
+        [
+            suite.reading(alice, 900, 0, start=(7, 0), interval=NEXT_INTERVAL),
+            suite.reading(bob, 0, 1333, start=(0, 11), interval=NEXT_INTERVAL),
+        ],
     )
-    assert market.balance_of(carol.name) == DEPOSIT - 90
+    lines = {line.meter_id: line for line in market.settlements(NEXT_INTERVAL)}
+    for meter, metered in (
+        (alice, Metered(900, 0, 7, 0)),
+        (bob, Metered(0, 1333, 0, 11)),
+    ):
+        expected = settle_meter(positions[meter.id], metered, RETAIL, FEED_IN)
+        assert lines[meter.id].balance_change == expected.credits - expected.debit
 
 
 def test_views_expose_the_domain_and_the_meter_slot(suite: Suite) -> None:

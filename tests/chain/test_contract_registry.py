@@ -24,11 +24,14 @@ def suite(deployed: Suite, chain_snapshot: str) -> Suite:
 def test_registered_meter_has_its_signer_owner_and_kind(suite: Suite) -> None:
     registry = suite.registry(ADMIN)
     key, owner = board_key(100), dev_account(8)
-    receipt = registry.register_meter("ev-17", key.address, owner.address, MeterKind.EV_CHARGER)
+    receipt = registry.register_meter(
+        "ev-17", key.address, owner.address, MeterKind.EV_CHARGER, 7400
+    )
     record = registry.meter("ev-17")
-    assert (record.signer, record.owner, record.kind, record.revoked) == (
-        key.address, owner.address, MeterKind.EV_CHARGER, False,
+    assert (record.signer, record.owner, record.kind, record.revoked, record.max_power_w) == (
+        key.address, owner.address, MeterKind.EV_CHARGER, False, 7400,
     )  # fmt: skip
+    assert record.market == "0x" + "00" * 20
     assert registry.signer_of("ev-17") == (key.address, False)
     event = registry.events_in(receipt, "MeterRegistered")[0]["args"]
     assert (event["signer"], event["owner"], event["kind"]) == (key.address, owner.address, 3)
@@ -37,7 +40,9 @@ def test_registered_meter_has_its_signer_owner_and_kind(suite: Suite) -> None:
 def test_a_meter_id_cannot_be_registered_twice(suite: Suite) -> None:
     alice = suite.meters[0]
     with pytest.raises(TransactionReverted) as caught:
-        suite.registry().register_meter(alice.name, board_key(101).address, alice.owner.address, 0)
+        suite.registry().register_meter(
+            alice.name, board_key(101).address, alice.owner.address, 0, 1000
+        )
     assert caught.value.error_name == "MeterAlreadyRegistered"
     assert caught.value.args == (alice.id, alice.key.address)
 
@@ -46,11 +51,14 @@ def test_zero_signer_or_owner_is_refused(suite: Suite) -> None:
     zero = "0x" + "00" * 20
     registry = suite.registry()
     with pytest.raises(TransactionReverted) as caught:
-        registry.register_meter("m-1", zero, dev_account(8).address, MeterKind.CONSUMER)
+        registry.register_meter("m-1", zero, dev_account(8).address, MeterKind.CONSUMER, 1)
     assert caught.value.error_name == "ZeroSigner"
     with pytest.raises(TransactionReverted) as caught:
-        registry.register_meter("m-1", board_key(7).address, zero, MeterKind.CONSUMER)
+        registry.register_meter("m-1", board_key(7).address, zero, MeterKind.CONSUMER, 1)
     assert caught.value.error_name == "ZeroOwner"
+    with pytest.raises(TransactionReverted) as caught:
+        registry.register_meter("m-1", board_key(7).address, board_key(7).address, 0, 0)
+    assert caught.value.error_name == "ZeroMaxPower"
 
 
 def test_rotating_the_signer_replaces_the_board_key(suite: Suite) -> None:
@@ -93,5 +101,5 @@ def test_admin_can_grant_the_registrar_role(suite: Suite) -> None:
     newcomer = dev_account(8)
     registry.grant_role("REGISTRAR_ROLE", newcomer.address)
     assert registry.has_role("REGISTRAR_ROLE", newcomer.address)
-    suite.registry(newcomer).register_meter("m-2", board_key(9).address, newcomer.address, 1)
+    suite.registry(newcomer).register_meter("m-2", board_key(9).address, newcomer.address, 1, 5000)
     assert suite.registry().meter("m-2").kind is MeterKind.PROSUMER

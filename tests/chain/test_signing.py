@@ -34,7 +34,7 @@ meter_ids = st.binary(min_size=32, max_size=32).filter(lambda b: b != bytes(32))
 orders = st.builds(
     OrderMessage, meter_ids, positive64, st.sampled_from(OrderSide), positive64, uint64, uint64
 )
-readings = st.builds(ReadingMessage, meter_ids, positive64, uint64, uint64)
+readings = st.builds(ReadingMessage, meter_ids, positive64, uint64, uint64, uint64, uint64)
 DOMAIN = MarketDomain(chain_id=31337, market_address="0x" + "ab" * 20)
 
 
@@ -114,8 +114,10 @@ def test_out_of_range_fields_are_refused_before_signing() -> None:
     with pytest.raises(SigningError, match="0 Wh"):
         OrderMessage(meter, 1, OrderSide.BUY, 0, 1, 1)
     with pytest.raises(SigningError, match="interval 0"):
-        ReadingMessage(meter, 0, 1, 1)
-    with pytest.raises(SigningError, match="import_wh"):
-        ReadingMessage(meter, 1, -1, 1)
+        ReadingMessage(meter, 0, 1, 1, 1, 1)
+    with pytest.raises(SigningError, match="start_import_wh"):
+        ReadingMessage(meter, 1, -1, 1, 1, 1)
+    with pytest.raises(SigningError, match="end_export_wh"):
+        ReadingMessage(meter, 1, 1, 1, 1, 2**64)
     with pytest.raises(SigningError, match="bytes32"):
-        ReadingMessage(b"short", 1, 1, 1)
+        ReadingMessage(b"short", 1, 1, 1, 1, 1)

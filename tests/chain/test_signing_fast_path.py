@@ -52,7 +52,7 @@ def test_direct_digests_equal_the_typed_data_encoder(
     domain = MarketDomain(chain_id, "0x" + market.hex())
     meter_id = meter.ljust(32, b"\x00")
     order = OrderMessage(meter_id, interval, side, quantity, price, nonce)
-    reading = ReadingMessage(meter_id, interval, import_wh, export_wh)
+    reading = ReadingMessage(meter_id, interval, export_wh, import_wh, import_wh, export_wh)
     assert (order_digest(domain, order), reading_digest(domain, reading)) == typed_data_digests(
         domain, order, reading
     )
@@ -64,7 +64,7 @@ def test_signatures_made_on_the_fast_path_recover_to_the_signer() -> None:
     order = sign_order(
         domain, OrderMessage(meter_id, 1_795_489_200, OrderSide.SELL, 500, 60, 0), ACCOUNT
     )
-    reading = sign_reading(domain, ReadingMessage(meter_id, 1_795_489_200, 10, 20), ACCOUNT)
+    reading = sign_reading(domain, ReadingMessage(meter_id, 1_795_489_200, 1, 2, 10, 20), ACCOUNT)
     assert recover_order_signer(domain, order) == ACCOUNT.address
     assert recover_reading_signer(domain, reading) == ACCOUNT.address
     other_domain = MarketDomain(31337, "0x" + "22" * 20)

@@ -8,7 +8,6 @@ consumption spread evenly: an honest first guess that the MILP can plan with.
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime
 
 from meterchain.der.forecast import clear_sky_pv_w, load_forecast_w
@@ -19,21 +18,26 @@ HISTORY_DAYS = 7
 
 
 def net_import_history_w(records: Records, interval_s: int) -> list[float]:
-    """Mean net import power (W) of each recorded interval, from consecutive end readings.
+    """Mean net import power (W) of each recorded interval, from its signed reading's two ends.
 
     Only the run of consecutive intervals that ends with the latest reading counts: a gap
     (the board was down) starts the history afresh.
     """
     readings = sorted(
-        (int(key), int(r["import_wh"]), int(r["export_wh"]))
+        (
+            int(key),
+            (int(r["end_import_wh"]) - int(r["start_import_wh"]))
+            - (int(r["end_export_wh"]) - int(r["start_export_wh"])),
+        )
         for key, r in records.all("delivery").items()
     )
     history: list[float] = []
-    for (t0, i0, e0), (t1, i1, e1) in itertools.pairwise(readings):
-        if t1 - t0 != interval_s:
+    previous: int | None = None
+    for interval, net_wh in readings:
+        if previous is not None and interval - previous != interval_s:
             history = []
-            continue
-        history.append(((i1 - i0) - (e1 - e0)) * 3600 / interval_s)
+        history.append(net_wh * 3600 / interval_s)
+        previous = interval
     return history[-HISTORY_DAYS * 86400 // interval_s :]
 
 

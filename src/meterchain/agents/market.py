@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +36,14 @@ from meterchain.agents.messages import (
     TradeNotice,
 )
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
-from meterchain.chain.batch import BatchTrade, Position
-from meterchain.chain.client import EnergyMarketClient
+from meterchain.chain.batch import (
+    BatchTrade,
+    Position,
+    RejectReason,
+    locked_units,
+    max_delivery_entries,
+)
+from meterchain.chain.client import BatchTerms, EnergyMarketClient, MeterLookup
 from meterchain.chain.errors import (
     ChainError,
     ChainUnavailable,
@@ -73,12 +80,20 @@ TRANSIENT_CHAIN_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
-# Reverts of settleDelivery that one meter's reading causes: drop that reading and retry.
-READING_REVERTS = ("InvalidReadingSignature", "ReadingNotAfterLastSettled", "CounterWentBackwards")
-MAX_READING_DROPS = 8
-
-SignerLookup = Callable[[str], str | None]
-"""meter id -> the signer address registered for it (None if unknown or revoked)."""
+# Reverts of settleBatch that one meter causes (each names it as `meterId`): the batch is
+# cleared again without that meter, so one party can never void everyone else's interval.
+METER_REVERTS = frozenset(
+    {
+        "InsufficientBalance",
+        "MeterIsRevoked",
+        "UnknownMeter",
+        "MeterNotInMarket",
+        "MeterCannotSell",
+        "InvalidOrderSignature",
+    }
+)
+# A block's gas that a delivery may use (a 6 M-gas block, less headroom for other transactions).
+DEFAULT_DELIVERY_GAS = 5_000_000
 
 
 @dataclass
@@ -94,27 +109,55 @@ class IntervalBook:
 class ClearedInterval:
     notice: ClearingNotice
     orders: int
-    positions: list[Position] | None = None  # what the batch recorded on chain (None: unknown)
+    terms: BatchTerms | None = None  # what the batch fixed on chain (None: unknown)
 
 
-def _position_json(position: Position) -> dict[str, Any]:
+def _terms_json(terms: BatchTerms) -> dict[str, Any]:
     return {
-        "meter_id": position.meter_id.hex(),
-        "bought_wh": position.bought_wh,
-        "cost_milli": str(position.cost_milli),
-        "sold_wh": position.sold_wh,
-        "value_milli": str(position.value_milli),
+        "retail_price": terms.retail_price,
+        "feed_in_price": terms.feed_in_price,
+        "positions": [
+            {
+                "meter_id": p.meter_id.hex(),
+                "bought_wh": p.bought_wh,
+                "cost_milli": str(p.cost_milli),
+                "sold_wh": p.sold_wh,
+                "value_milli": str(p.value_milli),
+            }
+            for p in terms.positions
+        ],
     }
 
 
-def _position_from_json(data: dict[str, Any]) -> Position:
-    return Position(
-        meter_id=bytes.fromhex(data["meter_id"]),
-        bought_wh=int(data["bought_wh"]),
-        cost_milli=int(data["cost_milli"]),
-        sold_wh=int(data["sold_wh"]),
-        value_milli=int(data["value_milli"]),
+def _terms_from_json(data: dict[str, Any]) -> BatchTerms:
+    return BatchTerms(
+        int(data["retail_price"]),
+        int(data["feed_in_price"]),
+        [
+            Position(
+                meter_id=bytes.fromhex(p["meter_id"]),
+                bought_wh=int(p["bought_wh"]),
+                cost_milli=int(p["cost_milli"]),
+                sold_wh=int(p["sold_wh"]),
+                value_milli=int(p["value_milli"]),
+            )
+            for p in data["positions"]
+        ],
     )
+
+
+def _batch_trade(data: dict[str, Any]) -> BatchTrade:
+    return BatchTrade(
+        buy=(meter_id_to_bytes32(data["buy"][0]), int(data["buy"][1])),
+        sell=(meter_id_to_bytes32(data["sell"][0]), int(data["sell"][1])),
+        quantity_wh=int(data["quantity_wh"]),
+        price=int(data["price"]),
+    )
+
+
+def hash_rotation(meter_id: str, interval: int) -> bytes:
+    """A per-interval order of meters (stable across runs, unlike Python's hash)."""
+    return hashlib.sha256(f"{interval}:{meter_id}".encode()).digest()
 
 
 class MarketAgent(Agent):
@@ -127,21 +170,18 @@ class MarketAgent(Agent):
         *,
         market: EnergyMarketClient,
         domain: MarketDomain,
-        signers: dict[str, str],
         records: Records,
         tariffs: TariffNotice,
         mechanism: Mechanism = Mechanism.PAY_AS_CLEAR,
         community: str = "community",
         coordinator: str | None = None,
         decimals: int = 2,
-        signer_lookup: SignerLookup | None = None,
         chain_retry_max_s: float = 5.0,
+        delivery_gas: int = DEFAULT_DELIVERY_GAS,
     ) -> None:
         super().__init__(name, bus)
         self.market = market
         self.domain = domain
-        self.signers = dict(signers)  # meter id -> registered signer address
-        self.signer_lookup = signer_lookup
         self.records = records
         self.tariffs = tariffs
         self.mechanism = mechanism
@@ -149,6 +189,9 @@ class MarketAgent(Agent):
         self.coordinator = coordinator
         self.decimals = decimals
         self.chain_retry_max_s = chain_retry_max_s
+        self.max_delivery_entries = max_delivery_entries(delivery_gas)
+        self.meters: dict[str, MeterLookup] = {}  # registry records, refreshed at gate closure
+        self._market_number: int | None = None
         self.books: dict[int, IntervalBook] = {}
         self.closed: set[int] = set()  # intervals whose gate has closed
         self.cleared: dict[int, ClearedInterval] = {}
@@ -168,12 +211,12 @@ class MarketAgent(Agent):
             reading = ReadingSubmission.model_validate(payload)
             self.book(reading.interval).readings[reading.meter_id] = reading
         for key, payload in self.records.all("cleared").items():
-            positions = payload.pop("positions", None)
+            terms = payload.pop("terms", None)
             orders = int(payload.pop("orders", 0))
             self.cleared[int(key)] = ClearedInterval(
                 ClearingNotice.model_validate(payload),
                 orders,
-                None if positions is None else [_position_from_json(p) for p in positions],
+                None if terms is None else _terms_from_json(terms),
             )
             self.closed.add(int(key))
         for key, payload in self.records.all("delivered").items():
@@ -199,18 +242,41 @@ class MarketAgent(Agent):
             elif content.phase == "settle":
                 await self.settle_delivery(interval)
 
-    # ---- signers ------------------------------------------------------------------------------
+    # ---- meters -------------------------------------------------------------------------------
 
-    async def signer_of(self, meter_id: str) -> str | None:
-        """The meter's registered signer: known ones from memory, others asked of the lookup."""
-        known = self.signers.get(meter_id)
-        if known is not None or self.signer_lookup is None:
-            return known
-        lookup = self.signer_lookup
-        found = await self._on_chain(f"look up meter {meter_id}", lambda: lookup(meter_id))
-        if found is not None:
-            self.signers[meter_id] = found
-        return found
+    async def lookup_meters(
+        self, meter_ids: list[str], *, fresh: bool = False
+    ) -> dict[str, MeterLookup]:
+        """The registry records of these meters: from memory, or (fresh, or not yet known)
+        from the chain in one batch. Gate closure asks fresh, so a key rotated or revoked
+        since an order arrived is seen before the batch is posted."""
+        wanted = sorted({m for m in meter_ids if fresh or m not in self.meters})
+        if wanted:
+            registry = self.market.registry
+            found = await self._on_chain(
+                f"look up {len(wanted)} meters", lambda: registry.lookups(wanted)
+            )
+            for meter_id in wanted:
+                self.meters[meter_id] = found[meter_id_to_bytes32(meter_id)]
+        return {m: self.meters[m] for m in meter_ids}
+
+    async def market_number(self) -> int:
+        """This market's number in the registry (meters of other markets carry another)."""
+        if self._market_number is None:
+            registry, address = self.market.registry, self.market.address
+            self._market_number = await self._on_chain(
+                "read the market's number", lambda: registry.market_number(address)
+            )
+        return self._market_number
+
+    async def _meter_problem(self, meter_id: str, info: MeterLookup) -> str | None:
+        if not info.known:
+            return f"meter {meter_id} is not registered"
+        if info.revoked:
+            return f"meter {meter_id} is revoked"
+        if info.market_number != await self.market_number():
+            return f"meter {meter_id} does not belong to this market"
+        return None
 
     # ---- orders and readings ------------------------------------------------------------------
 
@@ -233,12 +299,23 @@ class MarketAgent(Agent):
             return None  # a duplicate (QoS 1, or a board re-sending after a restart): harmless
         if order.interval in self.closed or order.interval in self.cleared:
             return f"order {order.order_id} arrived after gate closure of interval {order.interval}"
-        expected = await self.signer_of(order.meter_id)
-        if expected is None:
-            return f"order {order.order_id}: meter {order.meter_id} is not registered here"
+        info = (await self.lookup_meters([order.meter_id]))[order.meter_id]
+        return await self._signed_order_problem(order, info, existing)
+
+    async def _signed_order_problem(
+        self, order: OrderSubmission, info: MeterLookup, existing: OrderSubmission | None = None
+    ) -> str | None:
+        problem = await self._meter_problem(order.meter_id, info)
+        if problem is not None:
+            return f"order {order.order_id}: {problem}"
+        if order.side == "sell" and not info.kind.can_sell:
+            return (
+                f"order {order.order_id}: meter {order.meter_id} is registered as a "
+                f"{info.kind.name.lower()} and cannot sell"
+            )
         signer = recover_order_signer(self.domain, order.to_signed())
-        if signer.lower() != expected.lower():
-            return f"order {order.order_id}: signed by {signer}, not the meter's {expected}"
+        if signer.lower() != info.signer.lower():
+            return f"order {order.order_id}: signed by {signer}, not the meter's {info.signer}"
         if existing is not None:
             return (
                 f"order {order.order_id} was already received with other terms; keeping the first"
@@ -246,7 +323,8 @@ class MarketAgent(Agent):
         return None
 
     async def receive_reading(self, reading: ReadingSubmission) -> None:
-        """Keep a reading whose signature is the meter's (a bad one would fail the whole batch)."""
+        """Keep a reading signed by the meter's key (the chain checks again, and refuses
+        implausible ones with a ReadingRejected event that is logged here)."""
         problem = await self._reading_problem(reading)
         if problem is not None:
             self.refused.append(problem)
@@ -263,17 +341,20 @@ class MarketAgent(Agent):
         what = f"reading of meter {reading.meter_id} for interval {reading.interval}"
         if reading.interval in self.delivered:
             return f"{what} arrived after its delivery was settled; it counts with the next one"
-        expected = await self.signer_of(reading.meter_id)
-        if expected is None:
-            return f"{what}: the meter is not registered here"
+        info = (await self.lookup_meters([reading.meter_id]))[reading.meter_id]
+        problem = await self._meter_problem(reading.meter_id, info)
+        if problem is not None:
+            return f"{what}: {problem}"
         signer = recover_reading_signer(self.domain, reading.to_signed())
-        if signer.lower() != expected.lower():
-            return f"{what}: signed by {signer}, not the meter's {expected}"
+        if signer.lower() != info.signer.lower():
+            return f"{what}: signed by {signer}, not the meter's {info.signer}"
         return None
 
     # ---- gate closure -------------------------------------------------------------------------
 
-    def _book_for_clearing(self, submissions: list[OrderSubmission]) -> OrderBook:
+    def _book_for_clearing(
+        self, submissions: list[OrderSubmission], tariffs: tuple[int, int]
+    ) -> OrderBook:
         scale = 10**self.decimals
         orders = [
             Order(
@@ -286,45 +367,66 @@ class MarketAgent(Agent):
             )
             for s in submissions
         ]
-        return OrderBook(self.tariffs.retail_price, self.tariffs.feed_in_price, tuple(orders))
+        retail, feed_in = tariffs
+        return OrderBook(retail / scale, feed_in / scale, tuple(orders))
 
     async def clear_interval(self, interval: int) -> ClearedInterval:
-        """Gate closure: clear, settle the batch on chain, publish."""
+        """Gate closure: clear, settle the batch on chain, publish.
+
+        A batch the chain refuses because of one meter (it cannot pay, its key was revoked,
+        it left the market…) is cleared again without that meter and posted again, so the
+        others' trades settle whatever one party does.
+        """
         self.closed.add(interval)
         if interval in self.cleared:
             return self.cleared[interval]
-        plan = self.records.get("plan", str(interval))
-        if plan is None:
-            plan = self.records.put_once("plan", str(interval), await self._plan(interval))
-        notices = [TradeNotice.model_validate(t) for t in plan["notices"]]
+        recorded = self.records.get("plan", str(interval))
+        plan: dict[str, Any] = (
+            recorded
+            if recorded is not None
+            else self.records.put_once("plan", str(interval), await self._plan(interval, []))
+        )
         tx_hash, gas, error = None, 0, None
-        positions: list[Position] | None = []
-        if plan["batch"]:
-            batch = [
-                BatchTrade(
-                    buy=(meter_id_to_bytes32(t["buy"][0]), int(t["buy"][1])),
-                    sell=(meter_id_to_bytes32(t["sell"][0]), int(t["sell"][1])),
-                    quantity_wh=int(t["quantity_wh"]),
-                    price=int(t["price"]),
-                )
-                for t in plan["batch"]
-            ]
+        terms: BatchTerms | None = None
+        while plan["batch"]:
+            attempt = int(plan.get("attempt", 0))
+            key = f"batch:{interval}" if attempt == 0 else f"batch:{interval}:{attempt}"
+            batch = [_batch_trade(t) for t in plan["batch"]]
             signed = [OrderSubmission.model_validate(o).to_signed() for o in plan["orders"]]
             try:
                 settled = await self._on_chain(
                     f"settle the batch of interval {interval}",
-                    lambda: self.market.settle_batch(
-                        interval, batch, signed, key=f"batch:{interval}"
-                    ),
+                    functools.partial(self.market.settle_batch, interval, batch, signed, key=key),
                 )
-                tx_hash = "0x" + bytes(settled.receipt["transactionHash"]).hex()
-                gas = settled.gas_used
-                positions = settled.positions
+            except TransactionReverted as exc:
+                meter = exc.named_args.get("meterId")
+                excluded = list(plan.get("excluded", []))
+                if exc.error_name not in METER_REVERTS or not isinstance(meter, bytes):
+                    log.error("%s: batch of interval %d not settled: %s", self.name, interval, exc)
+                    error = str(exc)
+                    terms = None
+                    break
+                meter_id = bytes32_to_meter_id(meter)
+                problem = f"meter {meter_id} left out of interval {interval}'s batch: {exc}"
+                self.refused.append(problem)
+                log.warning("%s: %s; clearing again without it", self.name, problem)
+                replanned = await self._plan(interval, [*excluded, meter_id])
+                replanned["attempt"] = attempt + 1
+                self.records.put("plan", str(interval), replanned)
+                plan = replanned
+                continue
             except ChainError as exc:
                 log.error("%s: batch of interval %d not settled: %s", self.name, interval, exc)
                 error = str(exc)
-                notices = []
-                positions = None  # the chain will tell at delivery
+                break
+            tx_hash = "0x" + bytes(settled.receipt["transactionHash"]).hex()
+            gas = settled.gas_used
+            terms = settled.terms
+            break
+        else:
+            retail, feed_in = plan["tariffs"]
+            terms = BatchTerms(int(retail), int(feed_in), [])
+        notices = [TradeNotice.model_validate(t) for t in plan["notices"]] if error is None else []
         notice = ClearingNotice(
             interval=interval,
             price=plan["price"] if notices else None,
@@ -333,27 +435,55 @@ class MarketAgent(Agent):
             gas_used=gas,
             error=error,
         )
-        cleared = ClearedInterval(notice, int(plan["order_count"]), positions)
+        cleared = ClearedInterval(notice, int(plan["order_count"]), terms)
         self.cleared[interval] = cleared
         record: dict[str, Any] = {**notice.model_dump(), "orders": cleared.orders}
-        record["positions"] = None if positions is None else [_position_json(p) for p in positions]
+        record["terms"] = None if terms is None else _terms_json(terms)
         self.records.put("cleared", str(interval), record)
         await self.send(self.community, Performative.INFORM, notice)
         return cleared
 
-    async def _plan(self, interval: int) -> dict[str, Any]:
-        """The interval's clearing, worked out once and recorded before anything is sent."""
-        submissions = sorted(self.book(interval).orders.values(), key=lambda s: s.order_id)
-        submissions = await self._affordable(submissions)
-        by_id = {s.order_id: s for s in submissions}
-        result = clear(self._book_for_clearing(submissions), self.mechanism)
+    async def _plan(self, interval: int, excluded: list[str]) -> dict[str, Any]:
+        """The interval's clearing, worked out once and recorded before anything is sent.
+
+        Orders are re-checked against the registry as it is now (signer, revocation,
+        membership, whether the meter may sell), the meters that cannot cover what their
+        trades would lock are left out, and the book is cleared at the tariffs the batch will
+        be settled with (the chain's). A clearing with more meters than one delivery can
+        settle drops the meters that trade least until it fits.
+        """
+        submissions = sorted(
+            (s for s in self.book(interval).orders.values() if s.meter_id not in excluded),
+            key=lambda s: s.order_id,
+        )
+        tariffs = await self._on_chain("read the tariffs", self.market.tariffs)
+        submissions = await self._valid_now(submissions)
+        submissions = await self._affordable(submissions, tariffs[0])
+        while True:
+            result = clear(self._book_for_clearing(submissions, tariffs), self.mechanism)
+            by_id = {s.order_id: s for s in submissions}
+            volume: dict[str, int] = {}
+            for trade in result.trades:
+                for order_id in (trade.buy_order_id, trade.sell_order_id):
+                    meter = by_id[order_id].meter_id
+                    volume[meter] = volume.get(meter, 0) + trade.quantity_wh
+            if len(volume) <= self.max_delivery_entries:
+                break
+            smallest = min(volume, key=lambda m: (volume[m], m))
+            self.refused.append(
+                f"meter {smallest} left out of interval {interval}: more meters traded than "
+                f"one delivery can settle ({self.max_delivery_entries})"
+            )
+            submissions = [s for s in submissions if s.meter_id != smallest]
         batch: list[dict[str, Any]] = []
         notices: list[dict[str, Any]] = []
+        retail, feed_in = tariffs
         for trade in result.trades:
             buy, sell = by_id[trade.buy_order_id], by_id[trade.sell_order_id]
             price_units = min(
-                max(price_to_units(trade.price, self.decimals), sell.limit_price_units),
+                max(price_to_units(trade.price, self.decimals), sell.limit_price_units, feed_in),
                 buy.limit_price_units,
+                retail,
             )
             batch.append(
                 {
@@ -379,68 +509,107 @@ class MarketAgent(Agent):
         return {
             "order_count": len(submissions),
             "price": result.price,
+            "tariffs": list(tariffs),
+            "excluded": excluded,
             "batch": batch,
             "notices": notices,
             "orders": [s.model_dump() for s in submissions if (s.meter_id, s.nonce) in used],
         }
 
-    async def _affordable(self, submissions: list[OrderSubmission]) -> list[OrderSubmission]:
-        """Drop buy orders whose meter cannot pay their limit (the batch would revert)."""
-        buyers = sorted({s.meter_id for s in submissions if s.side == "buy"})
-        if not buyers:
-            return submissions
-        balances = await self._on_chain(
-            "read the buyers' balances", lambda: self.market.balances(buyers)
-        )
-        exposure: dict[str, int] = {}
+    async def _valid_now(self, submissions: list[OrderSubmission]) -> list[OrderSubmission]:
+        """The orders whose meter and signature the registry accepts at gate closure."""
+        infos = await self.lookup_meters(sorted({s.meter_id for s in submissions}), fresh=True)
+        kept = []
         for s in submissions:
+            problem = await self._signed_order_problem(s, infos[s.meter_id])
+            if problem is None:
+                kept.append(s)
+            else:
+                self.refused.append(f"at gate closure: {problem}")
+                log.warning("%s: at gate closure, %s", self.name, problem)
+        return kept
+
+    async def _affordable(
+        self, submissions: list[OrderSubmission], retail_units: int
+    ) -> list[OrderSubmission]:
+        """Leave out the meters that cannot cover what their orders could lock: a buyer's
+        cost at its limit, a seller's worst case (all it sold bought back at retail) beyond
+        what its sale pays at its limit. Pending withdrawals do not count as available."""
+        meters = sorted({s.meter_id for s in submissions})
+        if not meters:
+            return submissions
+        market = self.market
+        balances = await self._on_chain("read the balances", lambda: market.balances(meters))
+        pending = await self._on_chain(
+            "read pending withdrawals", lambda: market.pending_withdrawals(meters)
+        )
+        exposure: dict[str, Position] = {}
+        for s in submissions:
+            p = exposure.get(s.meter_id, Position(meter_id_to_bytes32(s.meter_id)))
+            value = s.quantity_wh * s.limit_price_units
             if s.side == "buy":
-                cost = -(-s.quantity_wh * s.limit_price_units // 1000)
-                exposure[s.meter_id] = exposure.get(s.meter_id, 0) + cost
-        poor = {
-            meter for meter, cost in exposure.items() if balances[meter_id_to_bytes32(meter)] < cost
-        }
-        for meter in sorted(poor):
-            self.refused.append(f"meter {meter}: balance too low for its bids; deposit credit")
-        return [s for s in submissions if s.meter_id not in poor or s.side == "sell"]
+                p = Position(p.meter_id, p.bought_wh + s.quantity_wh, p.cost_milli + value,
+                             p.sold_wh, p.value_milli)  # fmt: skip
+            else:
+                p = Position(p.meter_id, p.bought_wh, p.cost_milli, p.sold_wh + s.quantity_wh,
+                             p.value_milli + value)  # fmt: skip
+            exposure[s.meter_id] = p
+        poor = set()
+        for meter, position in exposure.items():
+            raw = meter_id_to_bytes32(meter)
+            available = balances[raw] - pending.get(raw, 0)
+            if locked_units(position, retail_units) > available:
+                poor.add(meter)
+                self.refused.append(
+                    f"meter {meter}: balance {balances[raw]} (less {pending.get(raw, 0)} being "
+                    f"withdrawn) cannot cover its orders ({locked_units(position, retail_units)}); "
+                    "deposit credit"
+                )
+        return [s for s in submissions if s.meter_id not in poor]
 
     # ---- delivery -----------------------------------------------------------------------------
 
     async def settle_delivery(self, interval: int) -> DeliveryNotice:
         """Settle the interval's delivery from the readings that arrived.
 
-        A meter that traded but sent no reading is settled as having delivered and received
-        nothing (the grid covers its side); its energy is billed with its next reading.
+        A meter that traded but sent no usable reading is settled as having imported and
+        exported nothing in the interval (its trades against the grid's tariffs); its energy
+        is billed with its next reading. The chain refuses unusable readings one by one
+        (ReadingRejected), never the whole interval.
         """
         if interval in self.delivered:
             return self.delivered[interval]
         readings = dict(self.book(interval).readings)
         cleared = self.cleared.get(interval)
-        traders = (
-            {t.buyer for t in cleared.notice.trades} | {t.seller for t in cleared.notice.trades}
-            if cleared
-            else set()
-        )
-        positions = cleared.positions if cleared is not None else None
-        if positions is None:
-            positions = await self._on_chain(
-                f"read the positions of interval {interval}",
-                lambda: self.market.positions(interval),
+        terms = cleared.terms if cleared is not None else None
+        if terms is None:
+            terms = await self._on_chain(
+                f"read the terms of interval {interval}",
+                lambda: self.market.batch_terms(interval),
             )
-        traders |= {bytes32_to_meter_id(p.meter_id) for p in positions}
+        traders = {bytes32_to_meter_id(p.meter_id) for p in terms.positions}
+        used = self._readings_that_fit(interval, readings, traders)
         tx_hash, gas, error = None, 0, None
-        dropped: list[str] = []
-        if readings or positions:
+        if used or terms.positions:
+            signed: list[SignedReading] = [used[m].to_signed() for m in sorted(used)]
             try:
-                receipt = await self._settle_delivery_on_chain(
-                    interval, readings, positions, dropped
+                receipt = await self._on_chain(
+                    f"settle the delivery of interval {interval}",
+                    functools.partial(
+                        self.market.settle_delivery,
+                        interval,
+                        signed,
+                        terms=terms,
+                        key=f"delivery:{interval}",
+                    ),
                 )
                 tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
                 gas = int(receipt["gasUsed"])
+                self._report_rejections(interval, receipt)
             except ChainError as exc:
                 log.error("%s: delivery of interval %d not settled: %s", self.name, interval, exc)
                 error = str(exc)
-        missing = sorted(traders - set(readings))
+        missing = sorted(traders - set(used))
         notice = DeliveryNotice(
             interval=interval,
             tx_hash=tx_hash,
@@ -450,7 +619,7 @@ class MarketAgent(Agent):
         )
         if error is None:
             self.delivered[interval] = notice
-            record = {**notice.model_dump(), "used_readings": sorted(readings)}
+            record = {**notice.model_dump(), "used_readings": sorted(used)}
             self.records.put("delivered", str(interval), record)
         await self.send(self.community, Performative.INFORM, notice)
         if self.coordinator is not None:
@@ -459,40 +628,57 @@ class MarketAgent(Agent):
             )
         return notice
 
-    async def _settle_delivery_on_chain(
-        self,
-        interval: int,
-        readings: dict[str, ReadingSubmission],
-        positions: list[Position],
-        dropped: list[str],
-    ) -> TxReceipt:
-        """settleDelivery, dropping (and reporting) a reading the contract refuses."""
-        for attempt in range(MAX_READING_DROPS + 1):
-            signed: list[SignedReading] = [readings[m].to_signed() for m in sorted(readings)]
-            key = f"delivery:{interval}" if attempt == 0 else f"delivery:{interval}:{attempt}"
-            call = functools.partial(
-                self.market.settle_delivery, interval, signed, positions=positions, key=key
+    def _readings_that_fit(
+        self, interval: int, readings: dict[str, ReadingSubmission], traders: set[str]
+    ) -> dict[str, ReadingSubmission]:
+        """The readings one delivery can settle: the traders' first, then the others in an
+        order that rotates with the interval; a reading left out settles with the meter's
+        next one, at the tariffs, exactly as it would have now."""
+        room = self.max_delivery_entries - len(traders)
+        others = sorted(
+            (m for m in readings if m not in traders),
+            key=lambda m: hash_rotation(m, interval),
+        )
+        kept = {m: readings[m] for m in readings if m in traders}
+        for meter in others[: max(room, 0)]:
+            kept[meter] = readings[meter]
+        if len(others) > room:
+            log.info(
+                "%s: %d readings of interval %d wait for a later delivery (gas)",
+                self.name,
+                len(others) - max(room, 0),
+                interval,
             )
-            try:
-                return await self._on_chain(f"settle the delivery of interval {interval}", call)
-            except TransactionReverted as exc:
-                meter = exc.named_args.get("meterId")
-                if exc.error_name not in READING_REVERTS or not isinstance(meter, bytes):
-                    raise
-                meter_id = bytes32_to_meter_id(meter)
-                if meter_id not in readings:
-                    raise
-                log.warning(
-                    "%s: dropping the reading of meter %s for interval %d: %s",
-                    self.name,
-                    meter_id,
-                    interval,
-                    exc,
-                )
-                self.refused.append(f"reading of meter {meter_id} for interval {interval}: {exc}")
-                dropped.append(meter_id)
-                del readings[meter_id]
-        raise ChainError(f"gave up settling interval {interval} after dropping {dropped}")
+        return kept
+
+    def _report_rejections(self, interval: int, receipt: TxReceipt) -> None:
+        """Log (and keep) every reading the chain refused, with the reason."""
+        for event in self.market.events_in(receipt, "ReadingRejected"):
+            meter_id = bytes32_to_meter_id(bytes(event["args"]["meterId"]))
+            reason = RejectReason(int(event["args"]["reason"]))
+            problem = (
+                f"reading of meter {meter_id} for interval {interval} refused by the chain: "
+                f"{reason.explanation}"
+            )
+            self.refused.append(problem)
+            log.warning("%s: %s", self.name, problem)
+
+    async def void_interval(self, interval: int, reason: str) -> None:
+        """Give an interval's locked credit back (the operator may refund at any time): its
+        energy then settles with each meter's next reading, at the tariffs."""
+        cleared = self.cleared.get(interval)
+        terms = cleared.terms if cleared is not None else None
+        if terms is None or not terms.positions:
+            return
+        await self._on_chain(
+            f"refund interval {interval}",
+            functools.partial(
+                self.market.refund_interval, interval, terms, key=f"refund:{interval}"
+            ),
+        )
+        log.info(
+            "%s: interval %d void (%s); its locked credit refunded", self.name, interval, reason
+        )
 
     # ---- the chain ----------------------------------------------------------------------------
 

@@ -97,12 +97,15 @@ class NoOrder(Content):
 
 @content_type("reading")
 class ReadingSubmission(Content):
-    """A signed end-of-interval reading: cumulative import and export registers in Wh."""
+    """A signed reading: cumulative import and export registers (Wh) at both ends of an
+    interval."""
 
     meter_id: str
     interval: int = Field(gt=0)
-    import_wh: int = Field(ge=0)
-    export_wh: int = Field(ge=0)
+    start_import_wh: int = Field(ge=0)
+    start_export_wh: int = Field(ge=0)
+    end_import_wh: int = Field(ge=0)
+    end_export_wh: int = Field(ge=0)
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
 
     def to_signed(self) -> SignedReading:
@@ -110,10 +113,25 @@ class ReadingSubmission(Content):
             reading=ReadingMessage(
                 meter_id=meter_id_to_bytes32(self.meter_id),
                 interval=self.interval,
-                import_wh=self.import_wh,
-                export_wh=self.export_wh,
+                start_import_wh=self.start_import_wh,
+                start_export_wh=self.start_export_wh,
+                end_import_wh=self.end_import_wh,
+                end_export_wh=self.end_export_wh,
             ),
             signature=bytes.fromhex(self.signature[2:]),
+        )
+
+    @classmethod
+    def from_signed(cls, meter_id: str, signed: SignedReading) -> ReadingSubmission:
+        r = signed.reading
+        return cls(
+            meter_id=meter_id,
+            interval=r.interval,
+            start_import_wh=r.start_import_wh,
+            start_export_wh=r.start_export_wh,
+            end_import_wh=r.end_import_wh,
+            end_export_wh=r.end_export_wh,
+            signature="0x" + signed.signature.hex(),
         )
 
 

@@ -229,7 +229,14 @@ class ProsumerAgent(Agent):
         await self._ack("cleared", notice.interval)
 
     async def report_delivery(self, interval_start: datetime) -> None:
-        """Read the registers at the interval's end and send them signed."""
+        """Read the registers at the interval's end and send them signed with those at its start.
+
+        The registers read at one interval's end are the next one's start, recorded once
+        (first write wins), so consecutive readings chain exactly and a restart never signs
+        a second, different reading for an interval. Without the start (the agent started
+        during the interval, or the read at its start failed) nothing is signed: the energy
+        settles with the next reading, at the tariffs.
+        """
         key = interval_key(interval_start)
         interval = int(key)
         prepared = self.records.get("delivery", key)
@@ -240,20 +247,30 @@ class ProsumerAgent(Agent):
                 log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
                 await self._ack("delivery-failed", interval)
                 return
+            # Rounded, not truncated: a float register of 987.654 kWh is 987,654 Wh.
+            end = {"import_wh": round(reading.import_wh), "export_wh": round(reading.export_wh)}
+            next_key = str(interval + self.planner.step_s)
+            self.records.put_once("boundary", next_key, end)
+            start = self.records.get("boundary", key)
+            if start is None:
+                log.warning(
+                    "%s: no registers at the start of interval %d (the agent started during "
+                    "it); its energy settles with the next reading, at the tariffs",
+                    self.name,
+                    interval,
+                )
+                await self._ack("delivery-failed", interval)
+                return
             message = ReadingMessage(
                 meter_id=meter_id_to_bytes32(self.meter_id),
                 interval=interval,
-                import_wh=int(reading.import_wh),
-                export_wh=int(reading.export_wh),
+                start_import_wh=int(start["import_wh"]),
+                start_export_wh=int(start["export_wh"]),
+                end_import_wh=end["import_wh"],
+                end_export_wh=end["export_wh"],
             )
             signed = sign_reading(self.domain, message, self.signer)
-            submission = ReadingSubmission(
-                meter_id=self.meter_id,
-                interval=interval,
-                import_wh=message.import_wh,
-                export_wh=message.export_wh,
-                signature="0x" + signed.signature.hex(),
-            )
+            submission = ReadingSubmission.from_signed(self.meter_id, signed)
             prepared = self.records.put_once("delivery", key, submission.model_dump())
         await self.send(
             self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)

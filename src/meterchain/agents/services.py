@@ -251,14 +251,9 @@ def build_market(config: MarketConfig) -> Running:
                 f"market {client.address}: use the operator's keystore, or grant it the role"
             )
         decimals = client.credit.decimals
-        registry = client.registry
     except BaseException:
         store.close()
         raise
-
-    def lookup(meter_id: str) -> str | None:
-        signer, revoked = registry.signer_of(meter_id)
-        return None if revoked or signer == ZERO_ADDRESS else signer
 
     clock = build_clock(config.clock)
     bus = _bus(config)
@@ -267,13 +262,11 @@ def build_market(config: MarketConfig) -> Running:
         bus,
         market=client,
         domain=client.domain,
-        signers={},
         records=Records(store, config.name),
         tariffs=_tariff_notice(config.tariffs),
         mechanism=Mechanism(config.mechanism),
         community=config.community,
         decimals=decimals,
-        signer_lookup=lookup,
         chain_retry_max_s=config.chain_retry_max_s,
     )
     return Running(

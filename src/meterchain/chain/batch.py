@@ -1,25 +1,30 @@
 """The packed calldata of EnergyMarket's settleBatch and settleDelivery, and their arithmetic.
 
-Pure functions, no chain: they pack what the contract unpacks (layouts in EnergyMarket.sol),
-compute each meter's position exactly as settleBatch does, and what a delivery pays and
-charges exactly as settleDelivery does, so the operator can re-submit positions and tests can
-predict balances.
+Pure functions, no chain: they pack what the contract unpacks (layouts in PackedCalldata.sol),
+compute each meter's position exactly as settleBatch does, what a batch locks and what a
+delivery pays and charges exactly as the Settlement library does, and which readings the
+contract would refuse, so the operator can re-submit positions, leave out what cannot settle,
+and tests and verifiers can predict every balance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
 from meterchain.chain.errors import ChainError
-from meterchain.chain.signing import SignedOrder, SignedReading
+from meterchain.chain.signing import ReadingMessage, SignedOrder, SignedReading
 
 ORDER_BYTES = 122
 TRADE_BYTES = 16
+POSITION_BYTES = 80
+SETTLEMENT_BYTES = 64
 MAX_ORDERS = 2**16 - 1
 MILLI = 1000
 _HAS_POSITION = 1
 _HAS_READING = 2
+U64 = 2**64 - 1
 
 OrderKey = tuple[bytes, int]
 
@@ -48,10 +53,9 @@ class Position:
     sold_wh: int = 0
     value_milli: int = 0
 
-    @property
-    def escrow(self) -> int:
-        """Smallest units taken from the meter's balance when the batch settles."""
-        return -(-self.cost_milli // MILLI)
+    def locked(self, retail_price: int) -> int:
+        """Smallest units settleBatch locks from the meter's balance (see locked_units)."""
+        return locked_units(self, retail_price)
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,62 @@ class PackedBatch:
 class MeterSettlement:
     """What settleDelivery does to one meter's balance (smallest units)."""
 
-    escrow: int  # released back to the meter
-    credits: int  # includes the released escrow
+    locked: int  # what the batch locked, released back to the meter
+    credits: int  # includes the released lock
     debit: int  # owed; the grid absorbs what the balance cannot pay
+
+    @property
+    def change(self) -> int:
+        """The balance change when the meter can pay its debit."""
+        return self.credits - self.debit
+
+
+class RejectReason(IntEnum):
+    """Why EnergyMarket refuses a reading (ReadingRejected.reason); it then counts as absent."""
+
+    UNKNOWN_METER = 1
+    REVOKED = 2
+    OTHER_MARKET = 3
+    BAD_SIGNATURE = 4
+    NO_BASELINE = 5
+    STALE = 6
+    BACKWARDS = 7
+    IMPLAUSIBLE = 8
+
+    @property
+    def explanation(self) -> str:
+        return _REJECT_EXPLANATIONS[self]
+
+
+_REJECT_EXPLANATIONS = {
+    RejectReason.UNKNOWN_METER: "the meter is not registered",
+    RejectReason.REVOKED: "the meter is revoked",
+    RejectReason.OTHER_MARKET: "the meter belongs to another market",
+    RejectReason.BAD_SIGNATURE: "the signature is not the meter's current key's",
+    RejectReason.NO_BASELINE: "the meter has no baseline in this market; the grid must set one",
+    RejectReason.STALE: "an interval at or after it is already settled for this meter",
+    RejectReason.BACKWARDS: "its registers run backwards (a replaced meter needs a new baseline)",
+    RejectReason.IMPLAUSIBLE: "its energy exceeds what the meter's connection can carry",
+}
+
+
+@dataclass(frozen=True)
+class MeterAccountState:
+    """A meter's settled state on chain: last settled interval and registers at its end."""
+
+    last_interval: int
+    import_wh: int
+    export_wh: int
+
+
+@dataclass(frozen=True)
+class Metered:
+    """Energy a usable reading shows: in its interval, and in the gap before it (Wh)."""
+
+    import_wh: int = 0
+    export_wh: int = 0
+    gap_import_wh: int = 0
+    gap_export_wh: int = 0
 
 
 def pack_order(signed: SignedOrder) -> bytes:
@@ -168,7 +225,7 @@ def pack_delivery_entry(
     meter_id: bytes, position: Position | None, reading: SignedReading | None
 ) -> bytes:
     """meterId 32 | flags 1 | [boughtWh 8 | costMilli 16 | soldWh 8 | valueMilli 16]
-    | [importWh 8 | exportWh 8 | r 32 | s 32 | v 1]."""
+    | [startImportWh 8 | startExportWh 8 | endImportWh 8 | endExportWh 8 | r 32 | s 32 | v 1]."""
     flags = (_HAS_POSITION if position else 0) | (_HAS_READING if reading else 0)
     entry = meter_id + bytes([flags])
     if position is not None:
@@ -179,11 +236,12 @@ def pack_delivery_entry(
             + position.value_milli.to_bytes(16, "big")
         )
     if reading is not None:
-        entry += (
-            reading.reading.import_wh.to_bytes(8, "big")
-            + reading.reading.export_wh.to_bytes(8, "big")
-            + reading.signature
-        )
+        if len(reading.signature) != 65:
+            raise BatchError(
+                f"reading of meter {_show_id(meter_id)} has a {len(reading.signature)}-byte "
+                "signature; a signature is 65 bytes"
+            )
+        entry += reading.reading.packed_registers.to_bytes(32, "big") + reading.signature
     return entry
 
 
@@ -194,7 +252,7 @@ class DeliveredMeter:
     meter_id: bytes
     imported_wh: int
     exported_wh: int
-    balance_change: int  # smallest units, released escrow included
+    balance_change: int  # smallest units, released lock included
 
 
 def decode_positions(packed: bytes) -> list[Position]:
@@ -229,35 +287,120 @@ def decode_settlements(packed: bytes) -> list[DeliveredMeter]:
     ]
 
 
+def pack_positions(positions: Sequence[Position]) -> bytes:
+    """Positions packed as BatchSettled carries them and refundInterval takes them."""
+    return b"".join(
+        position.meter_id
+        + position.bought_wh.to_bytes(8, "big")
+        + position.cost_milli.to_bytes(16, "big")
+        + position.sold_wh.to_bytes(8, "big")
+        + position.value_milli.to_bytes(16, "big")
+        for position in positions
+    )
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def locked_units(position: Position, retail_price: int) -> int:
+    """What settleBatch locks from a meter (Settlement.lockedUnits): a buyer's cost, and a
+    seller's worst case beyond what its sale pays (buying all it sold at retail)."""
+    locked = _ceil_div(position.cost_milli, MILLI)
+    worst = _ceil_div(position.sold_wh * retail_price, MILLI)
+    paid = position.value_milli // MILLI
+    return locked + max(0, worst - paid)
+
+
 def settle_meter(
     position: Position | None,
-    imported_wh: int,
-    exported_wh: int,
+    metered: Metered,
     retail_price: int,
     feed_in_price: int,
 ) -> MeterSettlement:
-    """What settleDelivery pays and charges one meter (EnergyMarket._meterAmounts).
+    """What settleDelivery pays and charges one meter (Settlement.amounts).
 
-    Energy received from the market is what was bought, up to what was imported; the rest of
-    the import is bought from the grid at the retail price. Energy delivered to the market is
-    what was sold, up to what was exported; the rest of the export goes to the grid at the
-    feed-in price. Buyers get back the escrow of what they did not receive; sellers are paid
-    pro rata for what they delivered. Credits round down and debits up, once per meter.
+    What was bought is paid for whether or not it was imported; the unused part is sold back
+    at feed-in and import beyond it is bought at retail. What was sold is paid for; the part
+    not exported is bought at retail and export beyond it sold at feed-in. Energy in the gap
+    before the interval goes at the tariffs. Credits round down and debits up, once per meter.
     """
     p = position or Position(meter_id=b"")
-    received_wh = min(p.bought_wh, imported_wh)
-    delivered_wh = min(p.sold_wh, exported_wh)
-    debit_milli = (imported_wh - received_wh) * retail_price
-    if received_wh:
-        debit_milli += -(-(p.cost_milli * received_wh) // p.bought_wh)
-    credit_milli = (exported_wh - delivered_wh) * feed_in_price
-    if delivered_wh:
-        credit_milli += p.value_milli * delivered_wh // p.sold_wh
+    debit_milli = p.cost_milli + metered.gap_import_wh * retail_price
+    credit_milli = p.value_milli + metered.gap_export_wh * feed_in_price
+    if metered.import_wh > p.bought_wh:
+        debit_milli += (metered.import_wh - p.bought_wh) * retail_price
+    else:
+        credit_milli += (p.bought_wh - metered.import_wh) * feed_in_price
+    if metered.export_wh > p.sold_wh:
+        credit_milli += (metered.export_wh - p.sold_wh) * feed_in_price
+    else:
+        debit_milli += (p.sold_wh - metered.export_wh) * retail_price
+    locked = locked_units(p, retail_price)
     return MeterSettlement(
-        escrow=p.escrow,
-        credits=p.escrow + credit_milli // MILLI,
-        debit=-(-debit_milli // MILLI),
+        locked=locked,
+        credits=locked + credit_milli // MILLI,
+        debit=_ceil_div(debit_milli, MILLI),
     )
+
+
+def max_energy_wh(max_power_w: int, seconds: int) -> int:
+    """The most energy (Wh) a connection of `max_power_w` carries in `seconds`."""
+    return _ceil_div(max_power_w * seconds, 3600)
+
+
+def measure_reading(
+    reading: ReadingMessage,
+    account: MeterAccountState,
+    *,
+    max_power_w: int,
+    interval_s: int,
+) -> Metered | RejectReason:
+    """What a (correctly signed) reading settles against the meter's state on chain, or why
+    the contract would refuse it (EnergyMarket._measure): the same rules, off chain, so the
+    market can raise an alarm before it sends a reading the chain will refuse."""
+    if account.last_interval == 0:
+        return RejectReason.NO_BASELINE
+    if account.last_interval >= reading.interval:
+        return RejectReason.STALE
+    r = reading
+    if (
+        r.start_import_wh < account.import_wh
+        or r.start_export_wh < account.export_wh
+        or r.end_import_wh < r.start_import_wh
+        or r.end_export_wh < r.start_export_wh
+    ):
+        return RejectReason.BACKWARDS
+    metered = Metered(
+        import_wh=r.end_import_wh - r.start_import_wh,
+        export_wh=r.end_export_wh - r.start_export_wh,
+        gap_import_wh=r.start_import_wh - account.import_wh,
+        gap_export_wh=r.start_export_wh - account.export_wh,
+    )
+    gap_s = reading.interval - account.last_interval - interval_s
+    if gap_s < 0:
+        return RejectReason.STALE
+    if metered.import_wh + metered.export_wh > max_energy_wh(
+        max_power_w, interval_s
+    ) or metered.gap_import_wh + metered.gap_export_wh > max_energy_wh(max_power_w, gap_s):
+        return RejectReason.IMPLAUSIBLE
+    return metered
+
+
+def advance(account: MeterAccountState, reading: ReadingMessage) -> MeterAccountState:
+    """The meter's state after a usable reading settled."""
+    return MeterAccountState(reading.interval, reading.end_import_wh, reading.end_export_wh)
+
+
+# Gas of settleDelivery, measured by bench/bench_gas.py (worst case per entry: a position and a
+# reading with a gap; see bench/results/gas.json): what one delivery may hold.
+DELIVERY_GAS_BASE = 60_000
+DELIVERY_GAS_PER_ENTRY = 32_000
+
+
+def max_delivery_entries(gas: int) -> int:
+    """How many meters one settleDelivery of at most `gas` can settle."""
+    return max(1, (gas - DELIVERY_GAS_BASE) // DELIVERY_GAS_PER_ENTRY)
 
 
 def _show_id(meter_id: bytes) -> str:

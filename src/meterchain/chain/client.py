@@ -28,14 +28,22 @@ from meterchain.chain.batch import (
     BatchTrade,
     DeliveredMeter,
     Position,
+    RejectReason,
     decode_positions,
     decode_settlements,
     pack_batch,
     pack_delivery,
+    pack_positions,
 )
 from meterchain.chain.errors import TransactionReverted
 from meterchain.chain.sender import RevertDecoder, TransactionSender
-from meterchain.chain.signing import MarketDomain, SignedOrder, SignedReading, meter_id_to_bytes32
+from meterchain.chain.signing import (
+    MarketDomain,
+    OrderMessage,
+    SignedOrder,
+    SignedReading,
+    meter_id_to_bytes32,
+)
 from meterchain.chain.units import from_units, to_units
 
 
@@ -47,6 +55,11 @@ class MeterKind(IntEnum):
     GENERATOR = 2
     EV_CHARGER = 3
 
+    @property
+    def can_sell(self) -> bool:
+        """Only meters that can export may sign sell orders the market accepts."""
+        return self in (MeterKind.PROSUMER, MeterKind.GENERATOR)
+
 
 class IntervalStatus(IntEnum):
     """EnergyMarket.intervalStatus."""
@@ -54,6 +67,7 @@ class IntervalStatus(IntEnum):
     OPEN = 0
     BATCH_SETTLED = 1
     DELIVERED = 2
+    REFUNDED = 3  # void: the batch's locks went back, the energy settles with the next reading
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,51 @@ class MeterRecord:
     owner: str
     kind: MeterKind
     revoked: bool
+    max_power_w: int
+    market: str  # the zero address when the meter belongs to no market
+
+
+@dataclass(frozen=True)
+class MeterLookup:
+    """A meter's registry record as markets see it (MeterRegistry.lookup), in one word."""
+
+    signer: str
+    kind: MeterKind
+    revoked: bool
+    max_power_w: int
+    market_number: int  # 0: no market
+
+    @property
+    def known(self) -> bool:
+        return int(self.signer, 16) != 0
+
+    @classmethod
+    def decode(cls, record: int) -> MeterLookup:
+        return cls(
+            signer=to_checksum_address(f"0x{record & (2**160 - 1):040x}"),
+            kind=MeterKind((record >> 160) & 0xFF),
+            revoked=(record >> 168) & 0xFF != 0,
+            max_power_w=(record >> 176) & 0xFFFFFFFF,
+            market_number=(record >> 208) & 0xFFFF,
+        )
+
+
+@dataclass(frozen=True)
+class BatchTerms:
+    """What an interval's batch fixed for its delivery: tariffs and positions."""
+
+    retail_price: int
+    feed_in_price: int
+    positions: list[Position]
+
+
+@dataclass(frozen=True)
+class RejectedReading:
+    """A ReadingRejected event: the reading counted as absent."""
+
+    interval: int
+    meter_id: bytes
+    reason: RejectReason
 
 
 @dataclass(frozen=True)
@@ -79,10 +138,14 @@ class MeterAccount:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """A settled batch: its receipt and the positions it recorded."""
+    """A settled batch: its receipt and the terms (tariffs, positions) it fixed."""
 
     receipt: TxReceipt
-    positions: list[Position]
+    terms: BatchTerms
+
+    @property
+    def positions(self) -> list[Position]:
+        return self.terms.positions
 
     @property
     def gas_used(self) -> int:
@@ -170,16 +233,59 @@ class MeterRegistryClient(_ContractClient):
     NAME = "MeterRegistry"
 
     def register_meter(
-        self, meter_id: str | bytes, signer: str, owner: str, kind: MeterKind
+        self,
+        meter_id: str | bytes,
+        signer: str,
+        owner: str,
+        kind: MeterKind,
+        max_power_w: int,
     ) -> TxReceipt:
-        """Add a meter (REGISTRAR_ROLE)."""
+        """Add a meter (REGISTRAR_ROLE); `max_power_w` is what its connection can carry."""
         fn = self.contract.functions.registerMeter(
             _meter_bytes(meter_id),
             to_checksum_address(signer),
             to_checksum_address(owner),
             int(kind),
+            max_power_w,
         )
         return self._transact(fn)
+
+    def set_max_power(self, meter_id: str | bytes, max_power_w: int) -> TxReceipt:
+        """Change what a meter's connection can carry (REGISTRAR_ROLE)."""
+        fn = self.contract.functions.setMaxPower(_meter_bytes(meter_id), max_power_w)
+        return self._transact(fn)
+
+    def add_market(self, market: str) -> TxReceipt:
+        """Make a market known so meters can be assigned to it (REGISTRAR_ROLE)."""
+        return self._transact(self.contract.functions.addMarket(to_checksum_address(market)))
+
+    def assign_market(self, meter_id: str | bytes, market: str) -> TxReceipt:
+        """Move a meter into `market` (the zero address: out of every market; REGISTRAR_ROLE)."""
+        fn = self.contract.functions.assignMarket(
+            _meter_bytes(meter_id), to_checksum_address(market)
+        )
+        return self._transact(fn)
+
+    def market_number(self, market: str) -> int:
+        """The registry's number for a market (0: not added)."""
+        return int(self._call("marketNumber", to_checksum_address(market)))
+
+    def lookups(self, meter_ids: Iterable[str | bytes]) -> dict[bytes, MeterLookup]:
+        """The records of several meters, by on-chain meter id, in one JSON-RPC batch
+        (unknown meters have the zero signer)."""
+        ids = [_meter_bytes(m) for m in meter_ids]
+        if not ids:
+            return {}
+        selector = function_signature_to_4byte_selector("lookup(bytes32)")
+        returned = self.sender.call_many([(self.address, selector + i) for i in ids])
+        return {
+            i: MeterLookup.decode(int.from_bytes(data[:32], "big"))
+            for i, data in zip(ids, returned, strict=True)
+        }
+
+    def market_of(self, meter_id: str | bytes) -> str:
+        """The market a meter belongs to (the zero address if none)."""
+        return str(self._call("marketOf", _meter_bytes(meter_id)))
 
     def rotate_signer(self, meter_id: str | bytes, new_signer: str) -> TxReceipt:
         """Replace a meter's board key (REGISTRAR_ROLE)."""
@@ -196,10 +302,13 @@ class MeterRegistryClient(_ContractClient):
         """Everything the registry knows; raises TransactionReverted(UnknownMeter) if unknown."""
         raw = _meter_bytes(meter_id)
         try:
-            signer, owner, kind, revoked = self._call("meter", raw)
+            signer, owner, kind, revoked, max_power_w, market = self._call("meter", raw)
         except Exception as exc:
             raise _as_reverted(self, exc, "meter") from None
-        return MeterRecord(raw, str(signer), str(owner), MeterKind(kind), bool(revoked))
+        return MeterRecord(
+            raw, str(signer), str(owner), MeterKind(kind), bool(revoked), int(max_power_w),
+            str(market),
+        )  # fmt: skip
 
     def signer_of(self, meter_id: str | bytes) -> tuple[str, bool]:
         """(signer, revoked); the signer is the zero address for unknown meters."""
@@ -288,7 +397,7 @@ class EnergyCreditClient(_ContractClient):
 
 
 class EnergyMarketClient(_ContractClient):
-    """EnergyMarket: internal balances, batches of trades, delivery settlement."""
+    """EnergyMarket: internal balances, batches of trades, delivery settlement, refunds."""
 
     NAME = "EnergyMarket"
 
@@ -328,12 +437,28 @@ class EnergyMarketClient(_ContractClient):
         )
         return self._transact(fn)
 
-    def withdraw(self, meter_id: str | bytes, amount: int, to: str) -> TxReceipt:
-        """Withdraw from a meter's balance (only its owner may)."""
-        fn = self.contract.functions.withdraw(
-            _meter_bytes(meter_id), amount, to_checksum_address(to)
-        )
+    def request_withdrawal(self, meter_id: str | bytes, amount: int) -> TxReceipt:
+        """Ask to withdraw `amount` (0 cancels); payable after the market's withdrawal delay,
+        so credit a batch may still need stays in place (only the meter's owner may)."""
+        fn = self.contract.functions.requestWithdrawal(_meter_bytes(meter_id), amount)
         return self._transact(fn)
+
+    def withdraw(self, meter_id: str | bytes, to: str) -> TxReceipt:
+        """Pay the meter's requested withdrawal once its delay has passed (owner only)."""
+        fn = self.contract.functions.withdraw(_meter_bytes(meter_id), to_checksum_address(to))
+        return self._transact(fn)
+
+    def pending_withdrawal(self, meter_id: str | bytes) -> tuple[int, int]:
+        """(amount, Unix time it may be paid) of the meter's pending withdrawal; (0, 0): none."""
+        amount, available_at = self._call("pendingWithdrawal", _meter_bytes(meter_id))
+        return int(amount), int(available_at)
+
+    def pending_withdrawals(self, meter_ids: Iterable[str | bytes]) -> dict[bytes, int]:
+        """Pending withdrawal amounts of several meters, by on-chain meter id: one batch."""
+        ids = [_meter_bytes(m) for m in meter_ids]
+        selector = function_signature_to_4byte_selector("pendingWithdrawal(bytes32)")
+        returned = self.sender.call_many([(self.address, selector + i) for i in ids]) if ids else []
+        return {i: int.from_bytes(data[:32], "big") for i, data in zip(ids, returned, strict=True)}
 
     def deposit_grid(self, amount: int, *, approve: bool = True) -> TxReceipt:
         """Move `amount` smallest units from the caller into the grid account."""
@@ -346,8 +471,44 @@ class EnergyMarketClient(_ContractClient):
         return self._transact(self.contract.functions.withdrawGrid(amount, to_checksum_address(to)))
 
     def set_tariffs(self, retail_price: int, feed_in_price: int) -> TxReceipt:
-        """Set retail and feed-in prices in smallest units per kWh (OPERATOR_ROLE)."""
+        """Set retail and feed-in prices in smallest units per kWh (GRID_ROLE), within
+        0 <= feed-in <= retail <= the market's maximum retail price."""
         return self._transact(self.contract.functions.setTariffs(retail_price, feed_in_price))
+
+    def set_baseline(
+        self,
+        meter_id: str | bytes,
+        interval: int,
+        import_wh: int,
+        export_wh: int,
+        reason: str = "enrolled",
+    ) -> TxReceipt:
+        """Record a meter's registers at the end of `interval` (GRID_ROLE): when it joins the
+        market, when it is replaced, or after a fault. Readings after it count from there."""
+        raw_reason = reason.encode("utf-8")
+        if len(raw_reason) > 32:
+            raise ValueError(f"baseline reason {reason!r} is longer than 32 bytes; shorten it")
+        fn = self.contract.functions.setBaseline(
+            _meter_bytes(meter_id), interval, import_wh, export_wh, raw_reason.ljust(32, b"\0")
+        )
+        return self._transact(fn)
+
+    @cached_property
+    def interval_seconds(self) -> int:
+        """Length of a market interval; interval numbers are multiples of it."""
+        return int(self._call("intervalSeconds"))
+
+    @cached_property
+    def max_retail_price(self) -> int:
+        return int(self._call("maxRetailPrice"))
+
+    @cached_property
+    def withdrawal_delay(self) -> int:
+        return int(self._call("withdrawalDelay"))
+
+    @cached_property
+    def refund_delay(self) -> int:
+        return int(self._call("refundDelay"))
 
     # ---- settlement
 
@@ -368,27 +529,73 @@ class EnergyMarketClient(_ContractClient):
         """
         packed = pack_batch(orders, trades)
         fn = self.contract.functions.settleBatch(interval, packed.orders, packed.trades)
-        return BatchResult(self._transact(fn, key=key, gas=gas), packed.positions)
+        receipt = self._transact(fn, key=key, gas=gas)
+        events = self.events_in(receipt, "BatchSettled")
+        if events:
+            retail, feed_in = (
+                int(events[0]["args"]["retailPrice"]),
+                int(events[0]["args"]["feedInPrice"]),
+            )
+        else:  # an outbox receipt of an earlier run: the event is in that block
+            terms = self.batch_terms(interval)
+            retail, feed_in = terms.retail_price, terms.feed_in_price
+        return BatchResult(receipt, BatchTerms(retail, feed_in, packed.positions))
 
     def settle_delivery(
         self,
         interval: int,
         readings: Sequence[SignedReading],
         *,
-        positions: Sequence[Position] | None = None,
+        terms: BatchTerms | None = None,
         key: str | None = None,
         gas: int | None = None,
     ) -> TxReceipt:
-        """Settle an interval's delivery from the meters' signed end-of-interval readings.
+        """Settle an interval's delivery from the meters' signed readings.
 
-        `positions` default to those the interval's batch recorded (read from its events).
+        `terms` (the batch's tariffs and positions) default to what the interval's batch
+        recorded, read from its event, or to the tariffs in force if it had no batch.
         """
-        if positions is None:
-            positions = self.positions(interval)
-        entries = pack_delivery(positions, readings)
-        return self._transact(
-            self.contract.functions.settleDelivery(interval, entries), key=key, gas=gas
+        if terms is None:
+            terms = self.batch_terms(interval)
+        entries = pack_delivery(terms.positions, readings)
+        fn = self.contract.functions.settleDelivery(
+            interval, terms.retail_price, terms.feed_in_price, entries
         )
+        return self._transact(fn, key=key, gas=gas)
+
+    def refund_interval(
+        self, interval: int, terms: BatchTerms | None = None, *, key: str | None = None
+    ) -> TxReceipt:
+        """Void an undelivered interval: its locks go back to the meters (anyone, after the
+        refund delay; the operator at any time)."""
+        if terms is None:
+            terms = self.batch_terms(interval)
+        fn = self.contract.functions.refundInterval(
+            interval, terms.retail_price, terms.feed_in_price, pack_positions(terms.positions)
+        )
+        return self._transact(fn, key=key)
+
+    def prove_reading_equivocation(self, first: SignedReading, second: SignedReading) -> TxReceipt:
+        """Submit two different readings a meter's key signed for one interval: the key is
+        revoked and the evidence recorded (anyone may)."""
+        a, b = first.reading, second.reading
+        fn = self.contract.functions.proveReadingEquivocation(
+            a.meter_id, a.interval, a.packed_registers, first.signature, b.packed_registers,
+            second.signature,
+        )  # fmt: skip
+        return self._transact(fn)
+
+    def prove_order_equivocation(self, first: SignedOrder, second: SignedOrder) -> TxReceipt:
+        """Submit two different orders a meter's key signed with one nonce for one interval."""
+        a, b = first.order, second.order
+
+        def terms(order: OrderMessage) -> int:
+            return (int(order.side) << 128) | (order.quantity_wh << 64) | order.limit_price
+
+        fn = self.contract.functions.proveOrderEquivocation(
+            a.meter_id, a.interval, a.nonce, terms(a), first.signature, terms(b), second.signature
+        )
+        return self._transact(fn)
 
     def settle_batch_packed(
         self, interval: int, orders: bytes, trades: bytes, *, key: str | None = None
@@ -398,17 +605,50 @@ class EnergyMarketClient(_ContractClient):
         return self._transact(fn, key=key)
 
     def settle_delivery_packed(
-        self, interval: int, entries: bytes, *, key: str | None = None
+        self,
+        interval: int,
+        entries: bytes,
+        *,
+        tariffs: tuple[int, int] | None = None,
+        key: str | None = None,
     ) -> TxReceipt:
-        """settleDelivery with entries packed by the caller (see meterchain.chain.batch)."""
-        return self._transact(self.contract.functions.settleDelivery(interval, entries), key=key)
+        """settleDelivery with entries packed by the caller (see meterchain.chain.batch);
+        `tariffs` (retail, feed-in) default to those in force."""
+        retail, feed_in = tariffs if tariffs is not None else self.tariffs()
+        fn = self.contract.functions.settleDelivery(interval, retail, feed_in, entries)
+        return self._transact(fn, key=key)
+
+    def batch_terms(self, interval: int) -> BatchTerms:
+        """The tariffs and positions the interval's batch fixed, from its BatchSettled event;
+        the tariffs in force and no positions if it had no batch."""
+        events = self.events("BatchSettled", interval=interval)
+        if not events:
+            retail, feed_in = self.tariffs()
+            return BatchTerms(retail, feed_in, [])
+        args = events[-1]["args"]
+        return BatchTerms(
+            int(args["retailPrice"]),
+            int(args["feedInPrice"]),
+            decode_positions(bytes(args["positions"])),
+        )
 
     def positions(self, interval: int) -> list[Position]:
         """The positions the interval's batch recorded (empty if none), sorted by meter id."""
-        events = self.events("BatchSettled", interval=interval)
-        if not events:
-            return []
-        return decode_positions(bytes(events[-1]["args"]["positions"]))
+        return self.batch_terms(interval).positions
+
+    def rejected_readings(
+        self, *, interval: int | None = None, from_block: int = 0
+    ) -> list[RejectedReading]:
+        """ReadingRejected events: readings the contract counted as absent, and why."""
+        filters = {} if interval is None else {"interval": interval}
+        return [
+            RejectedReading(
+                int(e["args"]["interval"]),
+                bytes(e["args"]["meterId"]),
+                RejectReason(int(e["args"]["reason"])),
+            )
+            for e in self.events("ReadingRejected", from_block=from_block, **filters)
+        ]
 
     def settlements(self, interval: int) -> list[DeliveredMeter]:
         """What the interval's delivery did to each meter (empty if not settled yet)."""
@@ -451,8 +691,13 @@ class EnergyMarketClient(_ContractClient):
         return int(retail), int(feed_in)
 
     def interval_status(self, interval: int) -> IntervalStatus:
-        status, _ = self._call("intervalStatus", interval)
+        status, _, _ = self._call("intervalStatus", interval)
         return IntervalStatus(status)
+
+    def batch_time(self, interval: int) -> int:
+        """Unix time the interval's batch settled (0 unless its delivery is pending)."""
+        _, batch_time, _ = self._call("intervalStatus", interval)
+        return int(batch_time)
 
     def domain_separator(self) -> bytes:
         return bytes(self._call("domainSeparator"))
@@ -470,7 +715,7 @@ class EnergyMarketClient(_ContractClient):
     def hash_reading(self, signed: SignedReading) -> bytes:
         """The contract's EIP-712 digest of a reading (for cross-checks)."""
         r = signed.reading
-        return bytes(self._call("hashReading", r.meter_id, r.interval, r.import_wh, r.export_wh))
+        return bytes(self._call("hashReading", r.meter_id, r.interval, *r.registers))
 
 
 def _as_reverted(client: _ContractClient, exc: Exception, function: str) -> Exception:

@@ -12,6 +12,13 @@ from meterchain.chain.units import DEFAULT_DECIMALS, price_to_units
 
 DEFAULT_RETAIL_PRICE = Decimal("0.80")  # currency units per kWh
 DEFAULT_FEED_IN_PRICE = Decimal("0.30")  # currency units per kWh
+DEFAULT_MAX_RETAIL_PRICE = Decimal("5.00")  # the bound the grid's role may raise retail to
+DEFAULT_INTERVAL_S = 900
+# A withdrawal waits for the batches that may still need its credit: gate closure is before the
+# interval and its batch settles then, so two intervals cover every accepted order.
+DEFAULT_WITHDRAWAL_DELAY_S = 2 * DEFAULT_INTERVAL_S
+# After a day without delivery, anyone may void a batch and take the locked credit back.
+DEFAULT_REFUND_DELAY_S = 24 * 3600
 
 
 def deploy_suite(
@@ -27,12 +34,18 @@ def deploy_suite(
     registrar: str | None = None,
     treasury: str | None = None,
     grid: str | None = None,
+    max_retail_price: float | Decimal | str = DEFAULT_MAX_RETAIL_PRICE,
+    interval_s: int = DEFAULT_INTERVAL_S,
+    withdrawal_delay_s: int = DEFAULT_WITHDRAWAL_DELAY_S,
+    refund_delay_s: int = DEFAULT_REFUND_DELAY_S,
 ) -> dict[str, str]:
     """Deploy MeterRegistry, EnergyCredit and EnergyMarket; return contract name → address.
 
     Prices are in currency units per kWh (converted to smallest units per kWh, half up).
     Every role defaults to the sender's account: in production pass the market agent as
-    `operator`, the utility as `grid`, and so on.
+    `operator`, the utility as `grid`, and so on. The market is added to the registry and may
+    revoke a meter's key on proof of equivocation (ENFORCER_ROLE); that wiring needs the
+    sender to hold the registry's admin and registrar roles, as it does by default.
     """
     me = sender.address
     admin_ = to_checksum_address(admin or me)
@@ -46,9 +59,17 @@ def deploy_suite(
         credit_art.abi, credit_art.bytecode, token_name, token_symbol, decimals, admin_,
         to_checksum_address(treasury or me),
     )  # fmt: skip
-    market, _ = sender.deploy(
-        market_art.abi, market_art.bytecode, registry, credit, admin_,
-        to_checksum_address(operator or me), to_checksum_address(grid or me),
-        price_to_units(retail_price, decimals), price_to_units(feed_in_price, decimals),
+    settings = (
+        registry, credit, admin_, to_checksum_address(operator or me),
+        to_checksum_address(grid or me), price_to_units(retail_price, decimals),
+        price_to_units(feed_in_price, decimals), price_to_units(max_retail_price, decimals),
+        interval_s, withdrawal_delay_s, refund_delay_s,
     )  # fmt: skip
+    market, _ = sender.deploy(market_art.abi, market_art.bytecode, settings)
+    registry_contract = sender.w3.eth.contract(address=registry, abi=registry_art.abi)
+    if registrar is None or to_checksum_address(registrar) == me:
+        sender.transact(registry_contract.functions.addMarket(market))
+    if admin is None or admin_ == me:
+        enforcer = registry_contract.functions.ENFORCER_ROLE().call()
+        sender.transact(registry_contract.functions.grantRole(enforcer, market))
     return {"MeterRegistry": registry, "EnergyCredit": credit, "EnergyMarket": market}

@@ -48,8 +48,10 @@ ORDER_TYPE = [
 READING_TYPE = [
     {"name": "meterId", "type": "bytes32"},
     {"name": "interval", "type": "uint64"},
-    {"name": "importWh", "type": "uint64"},
-    {"name": "exportWh", "type": "uint64"},
+    {"name": "startImportWh", "type": "uint64"},
+    {"name": "startExportWh", "type": "uint64"},
+    {"name": "endImportWh", "type": "uint64"},
+    {"name": "endExportWh", "type": "uint64"},
 ]
 
 
@@ -150,21 +152,44 @@ class OrderMessage:
         return (self.meter_id, self.nonce)
 
 
+REGISTER_FIELDS = ("start_import_wh", "start_export_wh", "end_import_wh", "end_export_wh")
+
+
 @dataclass(frozen=True)
 class ReadingMessage:
-    """A meter's cumulative import and export registers (Wh) at the end of an interval."""
+    """A meter's cumulative import and export registers (Wh) at both ends of one interval.
+
+    Bound to its interval: the contract settles the energy between the two ends against the
+    interval's trades, and energy before the start (a gap since the last settled reading) at
+    the tariffs only.
+    """
 
     meter_id: bytes
     interval: int
-    import_wh: int
-    export_wh: int
+    start_import_wh: int
+    start_export_wh: int
+    end_import_wh: int
+    end_export_wh: int
 
     def __post_init__(self) -> None:
         _check_meter_id(self.meter_id)
-        for name in ("interval", "import_wh", "export_wh"):
+        for name in (*REGISTER_FIELDS, "interval"):
             _check_uint64(name, getattr(self, name))
         if self.interval == 0:
             raise SigningError("interval 0 is not an interval; use interval_number(start)")
+
+    @property
+    def registers(self) -> tuple[int, int, int, int]:
+        """(start import, start export, end import, end export), as signed."""
+        return (self.start_import_wh, self.start_export_wh, self.end_import_wh, self.end_export_wh)
+
+    @property
+    def packed_registers(self) -> int:
+        """The four registers in one word, 8 bytes each (EnergyMarket's packed layout)."""
+        word = 0
+        for value in self.registers:
+            word = (word << 64) | value
+        return word
 
 
 @dataclass(frozen=True)
@@ -198,8 +223,10 @@ def _reading_data(reading: ReadingMessage) -> dict[str, Any]:
     return {
         "meterId": reading.meter_id,
         "interval": reading.interval,
-        "importWh": reading.import_wh,
-        "exportWh": reading.export_wh,
+        "startImportWh": reading.start_import_wh,
+        "startExportWh": reading.start_export_wh,
+        "endImportWh": reading.end_import_wh,
+        "endExportWh": reading.end_export_wh,
     }
 
 
@@ -258,8 +285,7 @@ def reading_digest(domain: MarketDomain, reading: ReadingMessage) -> bytes:
         READING_TYPEHASH
         + reading.meter_id
         + _word(reading.interval)
-        + _word(reading.import_wh)
-        + _word(reading.export_wh)
+        + b"".join(_word(value) for value in reading.registers)
     )
     return keccak(b"\x19\x01" + _separator(domain) + struct)
 

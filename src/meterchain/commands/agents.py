@@ -194,13 +194,36 @@ def register(
         str | None, typer.Option(help="Who may withdraw the meter's balance (default: signer).")
     ] = None,
     kind: Annotated[Kind, typer.Option(help="What the meter measures.")] = Kind.prosumer,
+    max_power_w: Annotated[
+        int,
+        typer.Option(
+            "--max-power-w", min=1, help="What the connection can carry (W); more is implausible."
+        ),
+    ] = 15_000,
+    import_wh: Annotated[
+        int, typer.Option("--import-wh", min=0, help="The import register at installation (Wh).")
+    ] = 0,
+    export_wh: Annotated[
+        int, typer.Option("--export-wh", min=0, help="The export register at installation (Wh).")
+    ] = 0,
+    baseline_at: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline-at",
+            help="When the registers were read (ISO 8601; default now). With a virtual clock, "
+            "give a time before the agents' first interval.",
+        ),
+    ] = None,
     deployment: DeploymentOption = DEFAULT_DEPLOYMENT,
     rpc: RpcOption = None,
     keystore: KeystoreOption = None,
     password_file: PasswordFile = None,
     password_env: PasswordEnv = PASSWORD_ENV,
 ) -> None:
-    """Register a meter and its board's signing key in the MeterRegistry (registrar role)."""
+    """Register a meter and its board's signing key, put it in the market and record its
+    registers at installation as its baseline (registrar role, and the market's grid role)."""
+    from datetime import UTC, datetime
+
     from meterchain.chain.client import MeterKind
     from meterchain.chain.keystore import keystore_address
 
@@ -210,12 +233,28 @@ def register(
         address = signer
     else:
         raise ConfigError("give the board's key as either --signer ADDRESS or --board-keystore")
+    try:
+        read_at = datetime.fromisoformat(baseline_at) if baseline_at else datetime.now(UTC)
+    except ValueError:
+        raise ConfigError(
+            f"--baseline-at {baseline_at!r} is not an ISO 8601 time, e.g. 2026-12-05T10:00:00+00:00"
+        ) from None
+    if read_at.tzinfo is None:
+        raise ConfigError(f"--baseline-at {baseline_at!r} has no time zone; add +00:00 or -03:00")
     client, account = _market(deployment, rpc, keystore, password_file, password_env)
     meter_kind = MeterKind[kind.name.upper()]
-    receipt = client.registry.register_meter(meter_id, address, owner or address, meter_kind)
+    registry = client.registry
+    receipt = registry.register_meter(meter_id, address, owner or address, meter_kind, max_power_w)
+    registry.assign_market(meter_id, client.address)
+    step = client.interval_seconds
+    # The registers were read during some interval: they count as the end of the one before.
+    baseline_interval = int(read_at.timestamp()) // step * step - step
+    client.set_baseline(meter_id, baseline_interval, import_wh, export_wh, "enrolled")
     console.print(
-        f"meter {meter_id} registered ({kind.value}): signer {address}, owner {owner or address}, "
-        f"by {account.address} in block {receipt['blockNumber']}",
+        f"meter {meter_id} registered ({kind.value}, {max_power_w} W): signer {address}, "
+        f"owner {owner or address}, by {account.address} in block {receipt['blockNumber']}; "
+        f"in market {client.address} from interval {baseline_interval} with registers "
+        f"{import_wh}/{export_wh} Wh",
         soft_wrap=True,
     )
 

@@ -35,7 +35,14 @@ from meterchain.agents.messages import Ack, PhaseName, TariffNotice, Tick
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.prosumer import ProsumerAgent
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
-from meterchain.chain.batch import Position, settle_meter
+from meterchain.chain.batch import (
+    MeterAccountState,
+    Metered,
+    Position,
+    advance,
+    measure_reading,
+    settle_meter,
+)
 from meterchain.chain.client import (
     EnergyCreditClient,
     EnergyMarketClient,
@@ -46,7 +53,7 @@ from meterchain.chain.deploy import deploy_suite
 from meterchain.chain.node import AnvilNode, connect, dev_account, start_anvil, stop_anvil
 from meterchain.chain.sender import TransactionSender
 from meterchain.chain.signing import meter_id_to_bytes32
-from meterchain.chain.units import price_to_units, to_units
+from meterchain.chain.units import to_units
 from meterchain.clock import ManualClock
 from meterchain.config import Household, Scenario
 from meterchain.der.site import Battery, Site
@@ -254,12 +261,24 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
         grid = to_units(GRID_CREDIT, decimals)
         credit.mint(operator.address, per_household * len(households) + grid)
         credit.approve(market.address, per_household * len(households) + grid)
+        # The registers when the meters join the market, as the end of the interval before
+        # the first one: what the utility reads at installation.
+        baseline = int((scenario.start - timedelta(seconds=scenario.interval_s)).timestamp())
         for household in households:
-            kind = MeterKind.PROSUMER if household.config.pv_kwp > 0 else MeterKind.CONSUMER
+            config = household.config
+            can_export = config.pv_kwp > 0 or config.battery_kwh > 0
+            kind = MeterKind.PROSUMER if can_export else MeterKind.CONSUMER
+            meter_id = config.meter_id
             registry.register_meter(
-                household.config.meter_id, household.signer.address, operator.address, kind
+                meter_id, household.signer.address, operator.address, kind,
+                round(config.connection_kw * 1000),
+            )  # fmt: skip
+            registry.assign_market(meter_id, market.address)
+            state = household.model.state()
+            market.set_baseline(
+                meter_id, baseline, int(state.import_wh), int(state.export_wh), "enrolled"
             )
-            market.deposit(household.config.meter_id, per_household, approve=False)
+            market.deposit(meter_id, per_household, approve=False)
         market.deposit_grid(grid, approve=False)
     except BaseException:
         stop_anvil(node)
@@ -315,7 +334,6 @@ async def _run_agents(
         bus,
         market=market_client,
         domain=domain,
-        signers={h.config.meter_id: h.signer.address for h in households},
         records=Records(store, "market"),
         tariffs=tariffs,
         mechanism=Mechanism(scenario.mechanism),
@@ -389,16 +407,13 @@ async def _drive(
 ) -> SimulationResult:
     n = len(households)
     step = timedelta(seconds=scenario.interval_s)
-    retail_units = price_to_units(scenario.tariffs.retail_price, decimals)
-    feed_in_units = price_to_units(scenario.tariffs.feed_in_price, decimals)
 
-    # Baseline: the registers at the start, settled as the end of the interval before it.
+    # The boards read the registers at the start (the end of the interval before): each
+    # interval's reading then carries both its ends.
     before = scenario.start - step
     baseline = int(before.timestamp())
     await _tick(coordinator, "community", before, "delivery")
     await coordinator.wait_for(("delivery", "delivery-failed"), baseline, n)
-    await _tick(coordinator, "market", before, "settle")
-    await coordinator.wait_for(("settled",), baseline, 1)
 
     ids = [h.config.meter_id for h in households]
     balances_before = await asyncio.to_thread(market_client.balances, ids)
@@ -409,10 +424,15 @@ async def _drive(
         )
         for h in households
     }
-    previous = {
-        m: (r.import_wh, r.export_wh)
-        for m, r in ((r.meter_id, r) for r in market.book(baseline).readings.values())
+    accounts = {
+        m: MeterAccountState(a.last_interval, a.import_wh, a.export_wh)
+        for m, a in zip(
+            ids,
+            await asyncio.to_thread(lambda: [market_client.meter_account(m) for m in ids]),
+            strict=True,
+        )
     }
+    max_power_w = {h.config.meter_id: round(h.config.connection_kw * 1000) for h in households}
     intervals: list[IntervalMarket] = []
 
     for index in range(scenario.intervals):
@@ -433,28 +453,33 @@ async def _drive(
         cleared = market.cleared[interval]
         delivered = market.delivered.get(interval)
         readings = market.book(interval).readings
-        recorded = cleared.positions
-        if recorded is None:
-            recorded = await asyncio.to_thread(market_client.positions, interval)
-        positions = {p.meter_id: p for p in recorded}
+        terms = cleared.terms
+        if terms is None:
+            terms = await asyncio.to_thread(market_client.batch_terms, interval)
+        positions = {p.meter_id: p for p in terms.positions}
         for household in households:
             meter_id = household.config.meter_id
             reading = readings.get(meter_id)
-            last = previous.get(meter_id)
-            if reading is None or last is None:
-                imported = exported = 0
-            else:
-                imported = reading.import_wh - last[0]
-                exported = reading.export_wh - last[1]
-                previous[meter_id] = (reading.import_wh, reading.export_wh)
+            metered = Metered()
+            if reading is not None:
+                found = measure_reading(
+                    reading.to_signed().reading,
+                    accounts[meter_id],
+                    max_power_w=max_power_w[meter_id],
+                    interval_s=scenario.interval_s,
+                )
+                if isinstance(found, Metered):
+                    metered = found
+                    accounts[meter_id] = advance(accounts[meter_id], reading.to_signed().reading)
+            imported, exported = metered.import_wh, metered.export_wh
             position = positions.get(meter_id_to_bytes32(meter_id))
-            settled = settle_meter(position, imported, exported, retail_units, feed_in_units)
-            alone = settle_meter(None, imported, exported, retail_units, feed_in_units)
+            settled = settle_meter(position, metered, terms.retail_price, terms.feed_in_price)
+            alone = settle_meter(None, metered, terms.retail_price, terms.feed_in_price)
             p = position or Position(meter_id=b"")
             received = min(p.bought_wh, imported)
             delivered_wh = min(p.sold_wh, exported)
-            # Escrow left the balance at the batch and comes back inside `credits`.
-            change_units = settled.credits - settled.escrow - settled.debit
+            # The lock left the balance at the batch and comes back inside `credits`.
+            change_units = settled.credits - settled.locked - settled.debit
             state = household.model.state()
             results[meter_id].intervals.append(
                 HouseholdInterval(
