@@ -35,6 +35,7 @@ from bench.common import write_result  # noqa: E402
 from meterchain.chain.artifacts import all_abis  # noqa: E402
 from meterchain.chain.batch import BatchTrade  # noqa: E402
 from meterchain.chain.client import (  # noqa: E402
+    BatchTerms,
     EnergyCreditClient,
     EnergyMarketClient,
     MeterKind,
@@ -55,6 +56,7 @@ from meterchain.chain.signing import (  # noqa: E402
 )
 
 BATCH_SIZES = (1, 10, 100, 500)
+MAX_POWER_W = 100_000  # the bench's random readings stay far below it
 ANCHOR_GAS_PER_TRADE = 400_000
 TARGET_GAS_PER_TRADE = 30_000
 BLOCK_GAS = 6_000_000
@@ -83,6 +85,7 @@ class Bench:
         self.domain = self.market.domain
         self.interval = FIRST_INTERVAL
         self.counters = [[0, 0] for _ in range(meter_count)]
+        self.tariffs = self.market.tariffs()
         self._setup(progress)
 
     def _setup(self, progress: Progress) -> None:
@@ -107,15 +110,28 @@ class Bench:
                         self.keys[i].address,
                         self.admin.address,
                         int(MeterKind.PROSUMER),
+                        MAX_POWER_W,
                     )
                 )
             self.admin.transact_many(fns, gas=150_000)
             self.admin.transact_many(
+                [registry.functions.assignMarket(self.ids[i], market.address) for i in chunk],
+                gas=150_000,
+            )
+            # Enrolled with registers (0, 0) at the end of the interval before the first.
+            self.admin.transact_many(
+                [
+                    market.functions.setBaseline(
+                        self.ids[i], FIRST_INTERVAL, 0, 0, b"enrolled".ljust(32, b"\0")
+                    )
+                    for i in chunk
+                ],
+                gas=150_000,
+            )
+            self.admin.transact_many(
                 [market.functions.deposit(self.ids[i], DEPOSIT) for i in chunk], gas=150_000
             )
             progress.advance(task, len(chunk))
-        # Baseline readings: the first settled reading of a meter only sets its counters.
-        self.settle_readings(range(len(self.ids)), energy=False)
 
     def next_interval(self) -> int:
         self.interval += INTERVAL_S
@@ -125,30 +141,29 @@ class Bench:
         message = OrderMessage(self.ids[meter], self.interval, side, quantity_wh, limit, 1)
         return sign_order(self.domain, message, self.keys[meter])
 
-    def reading(self, meter: int, rng: random.Random | None) -> SignedReading:
-        if rng is not None:
-            self.counters[meter][0] += rng.randint(0, 800)
-            self.counters[meter][1] += rng.randint(0, 800)
-        imp, exp = self.counters[meter]
-        return sign_reading(
-            self.domain, ReadingMessage(self.ids[meter], self.interval, imp, exp), self.keys[meter]
-        )
+    def reading(self, meter: int, rng: random.Random, *, gap: bool = False) -> SignedReading:
+        """The meter's signed reading of the current interval, with random energy; with `gap`
+        its start registers are past the last settled ones (an interval without a reading)."""
+        if gap:
+            self.counters[meter][0] += rng.randint(1, 800)
+            self.counters[meter][1] += rng.randint(1, 800)
+        start = list(self.counters[meter])
+        self.counters[meter][0] += rng.randint(0, 800)
+        self.counters[meter][1] += rng.randint(0, 800)
+        message = ReadingMessage(self.ids[meter], self.interval, *start, *self.counters[meter])
+        return sign_reading(self.domain, message, self.keys[meter])
 
-    def settle_readings(self, meters: Any, *, energy: bool = True, seed: int = 0) -> int:
+    def settle_readings(self, meters: Any, *, seed: int = 0) -> int:
         """Settle one delivery with readings (no batch) for `meters`; returns gas used."""
-        rng = random.Random(seed) if energy else None
+        rng = random.Random(seed)
         self.next_interval()
         readings = [self.reading(m, rng) for m in meters]
-        used = 0
-        for start in range(0, len(readings), 400):  # keep each baseline tx under the block limit
-            if start:
-                self.next_interval()
-                readings[start:] = [self.reading(m, None) for m in list(meters)[start:]]
-            receipt = self.market.settle_delivery(
-                self.interval, readings[start : start + 400], positions=[]
-            )
-            used += int(receipt["gasUsed"])
-        return used
+        receipt = self.market.settle_delivery(
+            self.interval, readings, terms=BatchTerms(*self.tariffs, [])
+        )
+        rejected = self.market.events_in(receipt, "ReadingRejected")
+        assert not rejected, rejected
+        return int(receipt["gasUsed"])
 
 
 def auction_book(
@@ -207,6 +222,7 @@ def pairs_book(
 
 def measure(bench: Bench, shape: str, size: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
+    bench.next_interval()  # an interval no one read: room for the gaps below
     bench.next_interval()
     build = auction_book if shape == "auction" else pairs_book
     orders, trades, meters = build(bench, size, 0, rng)
@@ -221,8 +237,10 @@ def measure(bench: Bench, shape: str, size: int, seed: int) -> dict[str, Any]:
         "gas_per_order": round(result.gas_used / len(orders)),
         "batch_calldata_bytes": len(orders) * 122 + len(trades) * 16,
     }
-    readings = [bench.reading(m, rng) for m in meters]
-    receipt = bench.market.settle_delivery(bench.interval, readings, positions=result.positions)
+    # Every other meter skipped a reading before: its gap is settled too (the costlier entry).
+    readings = [bench.reading(m, rng, gap=m % 2 == 1) for m in meters]
+    receipt = bench.market.settle_delivery(bench.interval, readings, terms=result.terms)
+    assert not bench.market.events_in(receipt, "ReadingRejected")
     row["delivery_gas"] = int(receipt["gasUsed"])
     row["delivery_gas_per_reading"] = round(row["delivery_gas"] / len(readings))
     return row

@@ -395,7 +395,7 @@ def advance(account: MeterAccountState, reading: ReadingMessage) -> MeterAccount
 # Gas of settleDelivery, measured by bench/bench_gas.py (worst case per entry: a position and a
 # reading with a gap; see bench/results/gas.json): what one delivery may hold.
 DELIVERY_GAS_BASE = 60_000
-DELIVERY_GAS_PER_ENTRY = 32_000
+DELIVERY_GAS_PER_ENTRY = 30_000
 
 
 def max_delivery_entries(gas: int) -> int:

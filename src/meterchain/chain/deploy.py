@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from eth_utils.address import to_checksum_address
@@ -19,6 +20,18 @@ DEFAULT_INTERVAL_S = 900
 DEFAULT_WITHDRAWAL_DELAY_S = 2 * DEFAULT_INTERVAL_S
 # After a day without delivery, anyone may void a batch and take the locked credit back.
 DEFAULT_REFUND_DELAY_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class MarketSettings:
+    """What an EnergyMarket is deployed with (prices in currency units per kWh)."""
+
+    retail_price: float | Decimal | str = DEFAULT_RETAIL_PRICE
+    feed_in_price: float | Decimal | str = DEFAULT_FEED_IN_PRICE
+    max_retail_price: float | Decimal | str = DEFAULT_MAX_RETAIL_PRICE
+    interval_s: int = DEFAULT_INTERVAL_S
+    withdrawal_delay_s: int = DEFAULT_WITHDRAWAL_DELAY_S
+    refund_delay_s: int = DEFAULT_REFUND_DELAY_S
 
 
 def deploy_suite(
@@ -43,15 +56,12 @@ def deploy_suite(
 
     Prices are in currency units per kWh (converted to smallest units per kWh, half up).
     Every role defaults to the sender's account: in production pass the market agent as
-    `operator`, the utility as `grid`, and so on. The market is added to the registry and may
-    revoke a meter's key on proof of equivocation (ENFORCER_ROLE); that wiring needs the
-    sender to hold the registry's admin and registrar roles, as it does by default.
+    `operator`, the utility as `grid`, and so on.
     """
     me = sender.address
     admin_ = to_checksum_address(admin or me)
     registry_art = load_artifact("MeterRegistry")
     credit_art = load_artifact("EnergyCredit")
-    market_art = load_artifact("EnergyMarket")
     registry, _ = sender.deploy(
         registry_art.abi, registry_art.bytecode, admin_, to_checksum_address(registrar or me)
     )
@@ -59,17 +69,49 @@ def deploy_suite(
         credit_art.abi, credit_art.bytecode, token_name, token_symbol, decimals, admin_,
         to_checksum_address(treasury or me),
     )  # fmt: skip
-    settings = (
-        registry, credit, admin_, to_checksum_address(operator or me),
-        to_checksum_address(grid or me), price_to_units(retail_price, decimals),
-        price_to_units(feed_in_price, decimals), price_to_units(max_retail_price, decimals),
-        interval_s, withdrawal_delay_s, refund_delay_s,
+    settings = MarketSettings(
+        retail_price, feed_in_price, max_retail_price, interval_s, withdrawal_delay_s,
+        refund_delay_s,
     )  # fmt: skip
-    market, _ = sender.deploy(market_art.abi, market_art.bytecode, settings)
-    registry_contract = sender.w3.eth.contract(address=registry, abi=registry_art.abi)
-    if registrar is None or to_checksum_address(registrar) == me:
-        sender.transact(registry_contract.functions.addMarket(market))
-    if admin is None or admin_ == me:
-        enforcer = registry_contract.functions.ENFORCER_ROLE().call()
-        sender.transact(registry_contract.functions.grantRole(enforcer, market))
+    market = deploy_market(
+        sender, registry, credit, settings, decimals=decimals, admin=admin_, operator=operator,
+        grid=grid,
+    )  # fmt: skip
     return {"MeterRegistry": registry, "EnergyCredit": credit, "EnergyMarket": market}
+
+
+def deploy_market(
+    sender: TransactionSender,
+    registry: str,
+    credit: str,
+    settings: MarketSettings = MarketSettings(),
+    *,
+    decimals: int = DEFAULT_DECIMALS,
+    admin: str | None = None,
+    operator: str | None = None,
+    grid: str | None = None,
+) -> str:
+    """Deploy one EnergyMarket on an existing registry and token (several communities may
+    share a registry; a meter belongs to one market at a time). When the sender holds the
+    registry's registrar and admin roles, the market is added to the registry and may revoke
+    a key on proof of equivocation (ENFORCER_ROLE); otherwise the registry's admin does it."""
+    me = sender.address
+    market_art = load_artifact("EnergyMarket")
+    arguments = (
+        to_checksum_address(registry), to_checksum_address(credit),
+        to_checksum_address(admin or me), to_checksum_address(operator or me),
+        to_checksum_address(grid or me), price_to_units(settings.retail_price, decimals),
+        price_to_units(settings.feed_in_price, decimals),
+        price_to_units(settings.max_retail_price, decimals), settings.interval_s,
+        settings.withdrawal_delay_s, settings.refund_delay_s,
+    )  # fmt: skip
+    market, _ = sender.deploy(market_art.abi, market_art.bytecode, arguments)
+    registry_art = load_artifact("MeterRegistry")
+    contract = sender.w3.eth.contract(address=to_checksum_address(registry), abi=registry_art.abi)
+    registrar_role = contract.functions.REGISTRAR_ROLE().call()
+    if contract.functions.hasRole(registrar_role, me).call():
+        sender.transact(contract.functions.addMarket(market))
+    if contract.functions.hasRole(bytes(32), me).call():
+        enforcer = contract.functions.ENFORCER_ROLE().call()
+        sender.transact(contract.functions.grantRole(enforcer, market))
+    return str(market)
