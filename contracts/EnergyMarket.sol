@@ -152,6 +152,9 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     mapping(bytes32 meterId => uint256) private _meters;
     /// @dev 0: open; _DELIVERED; _REFUNDED; otherwise the batch's commitment.
     mapping(uint64 interval => bytes32) private _intervals;
+    /// @dev keccak256 of each delivered interval's DeliverySettled `settlements`: contracts built
+    ///      on the market (certificates, prepaid metering) check a re-submitted blob against it.
+    mapping(uint64 interval => bytes32) private _deliveries;
     /// @dev A pending withdrawal: amount (low 128 bits) | time it may be paid (next 64 bits).
     mapping(bytes32 meterId => uint256) private _withdrawals;
     Tariffs private _tariffs;
@@ -730,6 +733,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         gridBalance = grid - totals.gridExpense;
         escrowTotal -= totals.released;
         _intervals[interval] = _DELIVERED;
+        _deliveries[interval] = keccak256(totals.settlements);
         emit DeliverySettled(interval, int256(totals.gridIncome) - int256(totals.gridExpense), totals.settlements);
     }
 
@@ -1014,6 +1018,13 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         if (state == _DELIVERED) return (2, 0, bytes32(0));
         if (state == _REFUNDED) return (3, 0, bytes32(0));
         return (1, uint32(uint256(state)), state);
+    }
+
+    /// @notice keccak256 of a delivered interval's DeliverySettled `settlements` (zero before):
+    ///         what contracts built on the market check the per-meter energy against.
+    /// @param interval The interval.
+    function deliveryHash(uint64 interval) external view returns (bytes32) {
+        return _deliveries[interval];
     }
 
     /// @notice Retail and feed-in tariffs in credit smallest units per kWh.

@@ -72,21 +72,27 @@ class Artifact:
     bytecode: str
 
 
-def compile_solidity(source: str, name: str) -> Artifact:
-    """Compile one contract with the npm solc (paris, optimizer on), as the build does."""
+def compile_solidity(source: str, name: str, *, imports: tuple[str, ...] = ()) -> Artifact:
+    """Compile one contract with the npm solc (paris, optimizer on), as the build does; it may
+    import the project's contracts named in `imports` (e.g. "Settlement.sol")."""
+    sources = {f"{name}.sol": {"content": source}}
+    for file in imports:
+        sources[file] = {"content": (REPO_ROOT / "contracts" / file).read_text()}
     standard_input = {
         "language": "Solidity",
-        "sources": {f"{name}.sol": {"content": source}},
+        "sources": sources,
         "settings": {
             "evmVersion": "paris",
             "optimizer": {"enabled": True, "runs": 200},
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+            "outputSelection": {f"{name}.sol": {name: ["abi", "evm.bytecode.object"]}},
         },
     }
     script = (
-        "const solc=require('solc');"
-        "const input=require('fs').readFileSync(0,'utf8');"
-        "process.stdout.write(solc.compile(input));"
+        "const solc=require('solc');const fs=require('fs');"
+        "const input=fs.readFileSync(0,'utf8');"
+        "const find=(p)=>{try{return {contents:fs.readFileSync('node_modules/'+p,'utf8')}}"
+        "catch(e){return {error:'not found: '+p}}};"
+        "process.stdout.write(solc.compile(input,{import:find}));"
     )
     result = subprocess.run(
         ["node", "-e", script],

@@ -253,7 +253,7 @@ class ProsumerAgent(Agent):
             self.records.put_once("boundary", next_key, end)
             start = self.records.get("boundary", key)
             if start is None:
-                log.warning(
+                log.info(
                     "%s: no registers at the start of interval %d (the agent started during "
                     "it); its energy settles with the next reading, at the tariffs",
                     self.name,
