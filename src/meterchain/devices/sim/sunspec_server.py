@@ -57,6 +57,8 @@ class Behaviour:
     kind = ""
     #: control point -> value (in the point's unit) the device starts with
     defaults: ClassVar[Mapping[str, float]] = {}
+    #: the controls without which the device cannot work (the others are optional models')
+    required: ClassVar[frozenset[str]] = frozenset()
 
     def live(self, state: MeterState) -> dict[str, float]:
         raise NotImplementedError
@@ -84,6 +86,7 @@ class StorageBehaviour(Behaviour):
         "SoCRsvMin": 5.0,
         "SocRsvMax": 100.0,
     }
+    required = frozenset({"StorCtl_Mod", "InWRte", "OutWRte", "InOutWRte_RvrtTms"})
 
     def __init__(self, meter: PhysicalMeter) -> None:
         spec = meter.battery_spec
@@ -145,9 +148,9 @@ class StorageBehaviour(Behaviour):
             if not -100 <= controls[name] <= 100:
                 raise Refused(ExcCodes.ILLEGAL_VALUE)
         for name in ("MinRsvPct", "SoCRsvMin", "SocRsvMax"):
-            if not 0 <= controls[name] <= 100:
+            if not 0 <= controls.get(name, 0) <= 100:
                 raise Refused(ExcCodes.ILLEGAL_VALUE)
-        if controls["ChaGriSet"] not in (0, 1):
+        if controls.get("ChaGriSet", 0) not in (0, 1):
             raise Refused(ExcCodes.ILLEGAL_VALUE)
         window = self.window_w(controls)
         revert = controls["InOutWRte_RvrtTms"] or None
@@ -265,10 +268,10 @@ class SunSpecRegisters:
                 self._put(located.address, encode_text(point.value, point.registers))
             else:
                 self._put(located.address, encode_raw(register_map, point, float(point.value)))
-        missing = sorted(set(behaviour.defaults) - set(self.located))
+        missing = sorted(behaviour.required - set(self.located))
         if missing:
             raise ValueError(f"map {device_map.name!r} lacks control point(s) {missing}")
-        self.controls = dict(behaviour.defaults)
+        self.controls = {k: v for k, v in behaviour.defaults.items() if k in self.located}
         self.behaviour.apply(self.meter, self.controls)
 
     def _factor(self, point: Point) -> int:
