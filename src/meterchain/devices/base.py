@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from meterchain.devices.url import DeviceUrl
 
@@ -121,6 +121,7 @@ class Actuator(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class BatteryInverter(Actuator, Protocol):
     async def read_state(self) -> BatteryState: ...
 
@@ -139,6 +140,7 @@ class BatteryInverter(Actuator, Protocol):
         ...
 
 
+@runtime_checkable
 class PvInverter(Actuator, Protocol):
     async def read_state(self) -> PvState: ...
 
@@ -151,6 +153,7 @@ class PvInverter(Actuator, Protocol):
         ...
 
 
+@runtime_checkable
 class SwitchedLoad(Actuator, Protocol):
     async def read_state(self) -> LoadState: ...
 

@@ -231,6 +231,7 @@ class SunSpecRegisters:
         self.meter = meter
         self.device_map = device_map
         self.behaviour = behaviour
+        self.kind = behaviour.kind
         self.faults = frozenset(faults)
         unknown = sorted(self.faults - set(FAULTS))
         if unknown:
