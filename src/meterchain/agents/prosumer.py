@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
@@ -19,6 +21,7 @@ from meterchain.agents.messages import (
     Ack,
     ClearingNotice,
     CurtailRequest,
+    DeviceAlarmNotice,
     NoOrder,
     OrderSubmission,
     ReadingSubmission,
@@ -39,12 +42,15 @@ from meterchain.chain.signing import (
 from meterchain.chain.units import price_to_units
 from meterchain.clock import Clock
 from meterchain.devices.battery import BatteryDevice
+from meterchain.devices.board import BoardDevices
+from meterchain.devices.errors import DeviceError
 from meterchain.meters.base import Meter
 from meterchain.meters.errors import MeterError
 from meterchain.model import Reading, Side
 from meterchain.store.records import Records
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def interval_key(start: datetime) -> str:
@@ -70,6 +76,8 @@ class ProsumerAgent(Agent):
         community: str = "community",
         coordinator: str | None = None,
         battery: BatteryDevice | None = None,
+        devices: BoardDevices | None = None,
+        alarms_to: str | None = None,
         meter_retries: int = 3,
         retry_delay_s: float = 0.2,
         decimals: int = 2,
@@ -85,7 +93,9 @@ class ProsumerAgent(Agent):
         self.market = market
         self.community = community
         self.coordinator = coordinator
-        self.battery = battery
+        self.devices = devices
+        self.battery = battery if battery is not None or devices is None else devices.battery
+        self.alarms_to = alarms_to
         self.meter_retries = meter_retries
         self.retry_delay_s = retry_delay_s
         self.decimals = decimals
@@ -115,7 +125,9 @@ class ProsumerAgent(Agent):
         elif isinstance(content, TariffNotice):
             self.tariffs = content
         elif isinstance(content, CurtailRequest):
-            self.curtail[interval_key(content.interval_start)] = content.max_export_w
+            key = interval_key(content.interval_start)
+            self.curtail[key] = content.max_export_w
+            await self._limit_export(key)  # now, not at the next interval
         elif isinstance(content, ClearingNotice):
             await self.on_cleared(content)
 
@@ -176,7 +188,9 @@ class ProsumerAgent(Agent):
                 self.records.put_once("readings", f"{interval}:order", reading.as_json())
             except MeterError as exc:
                 log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
-        soc = await self.battery.soc_fraction() if self.battery is not None else None
+        soc = None
+        if self.battery is not None:
+            soc = await self._device_step("reading the battery", self.battery.soc_fraction())
         tariffs = self.tariffs
         curtail = self.curtail.get(str(interval))
         if curtail is not None:
@@ -220,12 +234,17 @@ class ProsumerAgent(Agent):
         )
         setpoint = self.pending_battery_w.pop(str(notice.interval), None)
         expected = self.pending_exchange_wh.pop(str(notice.interval), (0.0, 0.0))
-        if self.battery is not None and setpoint is not None:
+        if notice.error is not None and self.devices is not None:
+            log.warning("%s: interval %d failed (%s)", self.name, notice.interval, notice.error)
+            await self._fall_back(str(notice.interval))
+        elif self.battery is not None and setpoint is not None:
             bought = sum(t.quantity_wh for t in mine if t.buyer == self.meter_id)
             sold = sum(t.quantity_wh for t in mine if t.seller == self.meter_id)
-            await self.battery.set_power_w(
-                setpoint_after_trades(setpoint, expected, bought, sold, self.planner.step_s)
-            )
+            setpoint = setpoint_after_trades(setpoint, expected, bought, sold, self.planner.step_s)
+            await self._device_step("setting the battery", self.battery.set_power_w(setpoint))
+            await self._limit_export(str(notice.interval), setpoint)
+        else:
+            await self._limit_export(str(notice.interval))
         await self._ack("cleared", notice.interval)
 
     async def report_delivery(self, interval_start: datetime) -> None:
@@ -240,6 +259,8 @@ class ProsumerAgent(Agent):
                 log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
                 await self._ack("delivery-failed", interval)
                 return
+            if self.records.get("orders", key) and self.records.get("trades", key) is None:
+                await self._fall_back(key, reading)  # ordered, never heard the clearing
             message = ReadingMessage(
                 meter_id=meter_id_to_bytes32(self.meter_id),
                 interval=interval,
@@ -259,6 +280,66 @@ class ProsumerAgent(Agent):
             self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
         )
         await self._ack("delivery", interval)
+
+    # ---------------------------------------------------------------- devices (devices/board.py)
+
+    async def _device_step(self, what: str, step: Awaitable[T]) -> T | None:
+        """Run one device operation; a device error is logged (its alarm is already raised)."""
+        try:
+            return await step
+        except DeviceError as exc:
+            log.error("%s: %s failed: %s", self.name, what, exc)
+            return None
+        finally:
+            await self._publish_alarms()
+
+    async def _publish_alarms(self) -> None:
+        if self.devices is None:
+            return
+        for alarm in self.devices.take_alarms():
+            if self.alarms_to is not None:
+                notice = DeviceAlarmNotice(
+                    meter_id=self.meter_id,
+                    device=alarm.device,
+                    kind=alarm.kind,
+                    code=alarm.code,
+                    message=alarm.message,
+                    active=alarm.active,
+                    at=alarm.at or datetime.now(UTC),
+                )
+                await self.send(self.alarms_to, Performative.INFORM, notice)
+
+    async def _limit_export(self, key: str, battery_w: float | None = None) -> None:
+        """Cap the PV for the interval's export limit, or lift the cap when there is none."""
+        devices = self.devices
+        if devices is None or devices.pv is None:
+            return
+        limit = devices.export_limit(self.curtail.get(key))
+        if limit is None and not devices.pv_capped:
+            return
+        try:
+            reading = await self.read_meter()
+        except MeterError as exc:
+            log.error("%s: cannot limit the export without the meter: %s", self.name, exc)
+            return
+        await self._device_step(
+            "limiting the export", devices.limit_export(limit, reading, battery_w)
+        )
+
+    async def _fall_back(self, key: str, reading: Reading | None = None) -> None:
+        """The market is lost: the devices follow the safe local rule until it returns."""
+        devices = self.devices
+        if devices is None:
+            return
+        if reading is None:
+            try:
+                reading = await self.read_meter()
+            except MeterError as exc:
+                log.error("%s: no safe local rule without the meter: %s", self.name, exc)
+                return
+        log.warning("%s: no market for interval %s; devices on the safe local rule", self.name, key)
+        step = devices.fall_back(reading, self.curtail.get(key), self.planner.step_s)
+        await self._device_step("the safe local rule", step)
 
 
 def setpoint_after_trades(
