@@ -156,6 +156,11 @@ class Scenario(Strict):
     seed: int = 1
     cloudiness: float = Field(0.3, ge=0, le=1)
     mechanism: Mechanism = "pay-as-clear"
+    device_link: Literal["sunspec", "in-process"] = Field(
+        default="sunspec",
+        description="batteries and PV inverters driven over SunSpec Modbus on loopback, as a "
+        "board drives them, or (to compare) the battery set straight in the physical model",
+    )
     location: Location = Location()
     tariffs: Tariffs = Tariffs()
     households: list[Household] = Field(default_factory=list)

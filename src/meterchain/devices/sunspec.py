@@ -249,19 +249,36 @@ class SunSpecClient:
                 f"({point.type}, scale factor {factor})"
             ) from None
 
-    async def write_verified(self, model_id: int, values: Mapping[str, list[int]]) -> Snapshot:
+    async def write_verified(
+        self,
+        model_id: int,
+        values: Mapping[str, list[int]],
+        *,
+        unchanged: Snapshot | None = None,
+        always: Iterable[str] = (),
+    ) -> Snapshot:
         """Write encoded points in the order given, then read the model back and compare.
 
-        Adjacent points are written in one request. Raises ReadBackMismatch naming each point
-        that reads back different.
+        Adjacent points are written in one request. Points that already hold their value in
+        `unchanged` (a snapshot just read) are not written again, except those in `always`
+        (a revert timer restarts when it is written). Raises ReadBackMismatch naming each
+        point that reads back different.
         """
         models = await self.models()
         snapshot_where = {
             name: models[model_id].start + (self.device_map.points[name].offset or 0)
             for name in values
         }
+        keep = set(always)
         runs: list[tuple[int, list[int], list[str]]] = []
         for name, words in values.items():
+            if (
+                unchanged is not None
+                and name not in keep
+                and unchanged.has(name)
+                and unchanged.registers(name) == words
+            ):
+                continue
             address = snapshot_where[name]
             if runs and runs[-1][0] + len(runs[-1][1]) == address:
                 runs[-1][1].extend(words)

@@ -155,6 +155,8 @@ class SunSpecBattery:
                     "InWRte": in_words,
                     "StorCtl_Mod": encode(snapshot, "StorCtl_Mod", CHARGE_BIT | DISCHARGE_BIT),
                 },
+                unchanged=snapshot,
+                always=["InOutWRte_RvrtTms"],
             )
         except (DeviceError, ReadBackMismatch) as exc:
             raise self.guard.failed(f"writing {what}", exc) from exc

@@ -93,7 +93,9 @@ class SunSpecPvInverter:
                     "WMaxLimPct_RvrtTms": encode(snapshot, "WMaxLimPct_RvrtTms", self.revert_s),
                     "WMaxLim_Ena": encode(snapshot, "WMaxLim_Ena", 1),
                 }
-            after = await self.client.write_verified(CONTROLS, writes)
+            after = await self.client.write_verified(
+                CONTROLS, writes, unchanged=snapshot, always=["WMaxLimPct_RvrtTms"]
+            )
         except (DeviceError, ReadBackMismatch) as exc:
             raise self.guard.failed(f"writing {what}", exc) from exc
         self.guard.confirmed()
