@@ -255,9 +255,10 @@ class ModbusLink:
             raise DeviceFrameError(f"pymodbus could not decode the answer to {what}: {error}")
         response = task.result()
         if response.isError():
+            meaning = describe_exception(response.exception_code).replace("meter", "device")
             raise DeviceRejected(
                 f"unit {unit} on {self.url.where} rejected {what} (function {function}) with "
-                f"exception {describe_exception(response.exception_code)}"
+                f"exception {meaning}"
             )
         return response
 
