@@ -10,6 +10,7 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,14 +49,34 @@ class Tariffs(Strict):
 
 
 class SwitchedLoadConfig(Strict):
-    """A relay-switched load of a board: its name and the URL of its coil."""
+    """A relay-switched load of a board: its name and the URL of its coil.
+
+    With `power_w` and `energy_wh` it is deferrable: the planner places `energy_wh` a day, at
+    `power_w` (on or off), between the local hours `start_hour` and `end_hour`.
+    """
 
     name: str = Field(min_length=1, max_length=32)
     url: str
+    power_w: float | None = Field(default=None, gt=0)
+    energy_wh: float | None = Field(default=None, gt=0, description="needed every day")
+    start_hour: int = Field(default=0, ge=0, le=23)
+    end_hour: int = Field(default=24, ge=1, le=24)
+    timezone: str = "America/Fortaleza"
 
     @model_validator(mode="after")
     def _url(self) -> SwitchedLoadConfig:
         _check_device_url(self.url, "load")
+        if (self.power_w is None) != (self.energy_wh is None):
+            raise ValueError(f"load {self.name!r}: a deferrable load needs power_w and energy_wh")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"load {self.name!r}: unknown time zone {self.timezone!r}") from None
+        if self.end_hour <= self.start_hour:
+            raise ValueError(
+                f"load {self.name!r}: end_hour {self.end_hour} is not after start_hour "
+                f"{self.start_hour}"
+            )
         return self
 
 

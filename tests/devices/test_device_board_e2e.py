@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from device_site import LOAD_W, site_meter
+from device_site import HEATER_W, LOAD_W, site_meter
 from eth_account import Account
 from pydantic import BaseModel
 
@@ -23,15 +23,15 @@ from meterchain.agents.messages import (
     TariffNotice,
     Tick,
 )
-from meterchain.agents.planning import DerPlanner
+from meterchain.agents.planning import DailyLoad, DailyLoads, DerPlanner
 from meterchain.agents.prosumer import ProsumerAgent
 from meterchain.agents.runtime import Agent, Envelope, Performative
 from meterchain.chain.signing import MarketDomain
 from meterchain.clock import ManualClock
-from meterchain.config import DevicesConfig
+from meterchain.config import DevicesConfig, SwitchedLoadConfig
 from meterchain.der.site import Site
 from meterchain.devices.board import open_board_devices
-from meterchain.devices.sim.site import serve_site_tcp, site_units
+from meterchain.devices.sim.site import SWITCHED_LOAD, serve_site_tcp, site_units
 from meterchain.meters.registry import open_meter
 from meterchain.meters.sim.modbus_server import start_tcp as start_meter
 from meterchain.meters.sim.physical import PhysicalMeter
@@ -77,12 +77,15 @@ async def street(
     export_limit_w: float | None = None,
     feeder_export_limit_w: float | None = None,
     faults: tuple[str, ...] = (),
+    daily_loads: DailyLoads | None = None,
 ) -> AsyncIterator[Street]:
-    """One household (PV 4 kWp, battery 10 kWh), its meter, its devices, the grid agent."""
+    """One household (PV 4 kWp, battery 10 kWh, a 2 kW heater on a relay), its meter, its
+    devices, the grid agent."""
     meter = site_meter(clock)
+    meter.add_switched_load(SWITCHED_LOAD, HEATER_W)
     meter_server = await start_meter(meter, "127.0.0.1", 0, map="sdm630")
     device_server, urls = await serve_site_tcp(
-        site_units(meter, ["battery", "pv"], pv_rated_w=4000.0, faults=faults)
+        site_units(meter, ["battery", "pv", "load"], pv_rated_w=4000.0, faults=faults)
     )
     devices = open_board_devices(
         DevicesConfig(
@@ -91,6 +94,7 @@ async def street(
             battery_capacity_wh=10_000,
             battery_max_w=3000,
             export_limit_w=export_limit_w,
+            loads=[SwitchedLoadConfig(name="heater", url=urls["load"])],
             timeout_s=0.5,
             tries=1,
         )
@@ -105,7 +109,10 @@ async def street(
         signer=Account.create(),
         domain=MarketDomain(31337, "0x" + "11" * 20),
         planner=DerPlanner(
-            Site(name=METER_ID), lambda _s, n: ([0.0] * n, [LOAD_W] * n), meter_id=METER_ID
+            Site(name=METER_ID),
+            lambda _s, n: ([0.0] * n, [LOAD_W] * n),
+            meter_id=METER_ID,
+            daily_loads=daily_loads,
         ),
         records=Records(store, AGENT),
         clock=clock,
@@ -205,6 +212,21 @@ async def test_a_device_that_refuses_raises_an_alarm_on_the_bus(
         assert alarm.code == "device-write-not-confirmed"
         assert "exception 4" in alarm.message
         assert site.meter.state().pv_limit_w is None  # never assumed to have obeyed
+
+
+async def test_the_planners_schedule_switches_the_relay(clock: ManualClock, tmp_path: Path) -> None:
+    # 12:00 in Fortaleza; the heater needs 2 kWh between 10:00 and 13:00: on for the whole hour.
+    heater = DailyLoad("heater", power_w=HEATER_W, energy_wh=2000, start_hour=10, end_hour=13)
+    loads = DailyLoads([heater])
+    async with street(clock, tmp_path, daily_loads=loads) as site:
+        before = site.meter.state().load_power_w
+        interval = int(clock.now().timestamp())
+        await site.prosumer.handle(_envelope(), Tick(interval_start=clock.now(), phase="order"))
+        cleared = ClearingNotice(interval=interval, price=None, trades=[])
+        await site.prosumer.handle(_envelope(), cleared)
+        assert site.meter.switched_load_on(SWITCHED_LOAD)
+        assert site.meter.state().load_power_w == pytest.approx(before + HEATER_W)
+        assert loads.for_horizon(clock.now(), 96, 900)[0].energy_wh == 1500  # 500 Wh given
 
 
 def _envelope() -> Envelope:

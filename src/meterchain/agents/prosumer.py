@@ -103,6 +103,7 @@ class ProsumerAgent(Agent):
         self.curtail: dict[str, float] = {}
         self.pending_battery_w: dict[str, float] = {}
         self.pending_exchange_wh: dict[str, tuple[float, float]] = {}
+        self.pending_loads_w: dict[str, dict[str, float]] = {}
         self.last_read_at: datetime | None = None  # on the agent's clock
 
     async def setup(self) -> None:
@@ -164,6 +165,9 @@ class ProsumerAgent(Agent):
             prepared = await self._prepare_orders(interval_start)
             prepared = self.records.put_once("orders", key, prepared)
         submissions = [OrderSubmission.model_validate(o) for o in prepared["orders"]]
+        loads = prepared.get("loads_w")
+        if isinstance(loads, dict) and loads:
+            self.pending_loads_w[key] = {str(k): float(v) for k, v in loads.items()}
         if prepared.get("battery_power_w") is not None:
             self.pending_battery_w[key] = float(prepared["battery_power_w"])
             self.pending_exchange_wh[key] = (
@@ -224,6 +228,7 @@ class ProsumerAgent(Agent):
             "battery_power_w": plan.battery_power_w,
             "expected_import_wh": plan.expected_import_wh,
             "expected_export_wh": plan.expected_export_wh,
+            "loads_w": dict(plan.deferrable_power_w),
         }
 
     async def on_cleared(self, notice: ClearingNotice) -> None:
@@ -245,6 +250,7 @@ class ProsumerAgent(Agent):
             await self._limit_export(str(notice.interval), setpoint)
         else:
             await self._limit_export(str(notice.interval))
+        await self._switch_loads(notice.interval)
         await self._ack("cleared", notice.interval)
 
     async def report_delivery(self, interval_start: datetime) -> None:
@@ -325,6 +331,21 @@ class ProsumerAgent(Agent):
         await self._device_step(
             "limiting the export", devices.limit_export(limit, reading, battery_w)
         )
+
+    async def _switch_loads(self, interval: int) -> None:
+        """Switch the relay-switched loads as the plan of the interval places them."""
+        planned = self.pending_loads_w.pop(str(interval), {})
+        if self.devices is None:
+            return
+        start = datetime.fromtimestamp(interval, UTC)
+        for name, power_w in planned.items():
+            load = self.devices.loads.get(name)
+            if load is None:
+                continue
+            on = await self._device_step(f"switching {name}", load.switch(power_w > 0.5))
+            daily = self.planner.daily_loads
+            if on and daily is not None and name in daily.loads:
+                daily.record(name, start, daily.loads[name].power_w * self.planner.step_s / 3600)
 
     async def _fall_back(self, key: str, reading: Reading | None = None) -> None:
         """The market is lost: the devices follow the safe local rule until it returns."""

@@ -169,7 +169,7 @@ def _ticker(
 def build_board(config: BoardConfig) -> Running:
     """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
     from meterchain.agents.forecasting import BoardForecast
-    from meterchain.agents.planning import DerPlanner
+    from meterchain.agents.planning import DailyLoad, DailyLoads, DerPlanner
     from meterchain.agents.prosumer import ProsumerAgent
     from meterchain.der.site import Battery, Site
     from meterchain.devices.board import open_board_devices
@@ -200,6 +200,20 @@ def build_board(config: BoardConfig) -> Running:
         meter_id=config.meter_id,
         horizon_steps=config.site.horizon_steps,
         step_s=interval_s,
+        daily_loads=DailyLoads(
+            [
+                DailyLoad(
+                    load.name,
+                    load.power_w,
+                    load.energy_wh,
+                    load.start_hour,
+                    load.end_hour,
+                    load.timezone,
+                )
+                for load in devices.loads
+                if load.power_w is not None and load.energy_wh is not None
+            ]
+        ),
     )
     agent = ProsumerAgent(
         name,
