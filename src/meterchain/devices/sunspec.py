@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from meterchain.devices.alarms import ReadBackMismatch
+from meterchain.devices.alarms import AlarmHook, ReadBackMismatch, WriteGuard, log_alarm
 from meterchain.devices.errors import (
     DeviceError,
     DeviceFrameError,
@@ -331,3 +331,28 @@ def revert_seconds(url: DeviceUrl, default: int | None) -> int:
     if not 0 <= revert <= 0xFFFF:
         raise InvalidDeviceUrl(f"{url}: revert_s={revert} is outside 0..65535 seconds")
     return revert
+
+
+class SunSpecDevice:
+    """What the SunSpec drivers share: the client, the revert timer, the write guard."""
+
+    kind = ""
+
+    def __init__(
+        self,
+        url: DeviceUrl,
+        *,
+        link: ModbusLink | None = None,
+        timeout_s: float = 2.0,
+        tries: int = 3,
+        on_alarm: AlarmHook = log_alarm,
+        revert_s: int | None = None,
+    ) -> None:
+        self.url = url
+        self.client, self._owns_link = open_client(url, self.kind, link, timeout_s, tries)
+        self.revert_s = revert_seconds(url, revert_s)
+        self.guard = WriteGuard(str(url), self.kind, on_alarm)
+
+    async def close(self) -> None:
+        if self._owns_link:
+            await self.client.link.close()

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from meterchain.devices.alarms import AlarmHook, ReadBackMismatch, WriteGuard, log_alarm
+from meterchain.devices.alarms import ReadBackMismatch
 from meterchain.devices.base import BatteryLimits, BatteryState
 from meterchain.devices.errors import (
     DeviceError,
     DeviceFrameError,
     DeviceMismatch,
 )
-from meterchain.devices.modbus_link import ModbusLink
 from meterchain.devices.safety import clamp_battery_window_w
-from meterchain.devices.sunspec import Snapshot, open_client, revert_seconds
-from meterchain.devices.url import DeviceUrl
+from meterchain.devices.sunspec import Snapshot, SunSpecDevice
 
 STORAGE, BATTERY = 124, 802
 CHARGE_BIT, DISCHARGE_BIT = 1, 2
@@ -41,25 +39,10 @@ CHA_ST = {
 }
 
 
-class SunSpecBattery:
+class SunSpecBattery(SunSpecDevice):
     """A SunSpec storage inverter (`sunspec+tcp://HOST:PORT?unit=1`)."""
 
     kind = "battery"
-
-    def __init__(
-        self,
-        url: DeviceUrl,
-        *,
-        link: ModbusLink | None = None,
-        timeout_s: float = 2.0,
-        tries: int = 3,
-        on_alarm: AlarmHook = log_alarm,
-        revert_s: int | None = None,
-    ) -> None:
-        self.url = url
-        self.client, self._owns_link = open_client(url, self.kind, link, timeout_s, tries)
-        self.revert_s = revert_seconds(url, revert_s)
-        self.guard = WriteGuard(str(url), self.kind, on_alarm)
 
     # ------------------------------------------------------------------ reading
 
@@ -175,7 +158,3 @@ class SunSpecBattery:
         except (DeviceError, ReadBackMismatch) as exc:
             raise self.guard.failed("handing the battery to self-consumption", exc) from exc
         self.guard.confirmed()
-
-    async def close(self) -> None:
-        if self._owns_link:
-            await self.client.link.close()

@@ -12,38 +12,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from meterchain.devices.alarms import AlarmHook, ReadBackMismatch, WriteGuard, log_alarm
+from meterchain.devices.alarms import ReadBackMismatch
 from meterchain.devices.base import PvState
 from meterchain.devices.errors import DeviceError, DeviceMismatch
-from meterchain.devices.modbus_link import ModbusLink
 from meterchain.devices.safety import clamp_pv_limit_pct
-from meterchain.devices.sunspec import Snapshot, open_client, revert_seconds
-from meterchain.devices.url import DeviceUrl
+from meterchain.devices.sunspec import Snapshot, SunSpecDevice
 
 INVERTER, SETTINGS, CONTROLS = 101, 121, 123
 ST = {1: "off", 2: "sleeping", 3: "starting", 4: "mppt", 5: "throttled", 6: "shutting-down",
       7: "fault", 8: "standby"}  # fmt: skip
 
 
-class SunSpecPvInverter:
+class SunSpecPvInverter(SunSpecDevice):
     """A SunSpec PV inverter (`sunspec+tcp://HOST:PORT?unit=2`)."""
 
     kind = "pv"
-
-    def __init__(
-        self,
-        url: DeviceUrl,
-        *,
-        link: ModbusLink | None = None,
-        timeout_s: float = 2.0,
-        tries: int = 3,
-        on_alarm: AlarmHook = log_alarm,
-        revert_s: int | None = None,
-    ) -> None:
-        self.url = url
-        self.client, self._owns_link = open_client(url, self.kind, link, timeout_s, tries)
-        self.revert_s = revert_seconds(url, revert_s)
-        self.guard = WriteGuard(str(url), self.kind, on_alarm)
 
     async def _snapshot(self) -> Snapshot:
         self.client.require(
@@ -113,7 +96,3 @@ class SunSpecPvInverter:
         rated = self._rated_w(await self._snapshot())
         percent = await self.set_limit_pct(limit_w / rated * 100)
         return None if percent is None else percent / 100 * rated
-
-    async def close(self) -> None:
-        if self._owns_link:
-            await self.client.link.close()
