@@ -78,6 +78,9 @@ class ModbusLink:
         self._expected: Expected | None = None
         self._problem: asyncio.Future[None] | None = None
         self._received = b""
+        self._sent_bytes = 0
+        #: Bytes sent and received since the link was made, framing included.
+        self.bytes_exchanged = 0
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -220,6 +223,7 @@ class ModbusLink:
         expected = expected_response(self.framing, unit, function, count)
         problem: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._expected, self._problem, self._received = expected, problem, b""
+        self._sent_bytes = 0
         call: Awaitable[ModbusPDU]
         if function == READ_HOLDING:
             call = client.read_holding_registers(address, count=count, device_id=unit)
@@ -234,6 +238,7 @@ class ModbusLink:
             waiters: list[asyncio.Future[Any]] = [task, problem]
             await asyncio.wait(waiters, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.bytes_exchanged += self._sent_bytes + len(self._received)
             self._expected, self._problem = None, None
             if not task.done():
                 task.cancel()
@@ -277,6 +282,7 @@ class ModbusLink:
         if expected is None:
             return data
         if sending:
+            self._sent_bytes += len(data)
             if self.framing == "tcp" and len(data) >= 2:
                 self._expected = replace(expected, transaction_id=int.from_bytes(data[:2], "big"))
             return data
@@ -323,6 +329,11 @@ class LinkPool:
             link = ModbusLink(url, timeout_s=self.timeout_s, tries=self.tries)
             self._links[key] = link
         return link
+
+    @property
+    def bytes_exchanged(self) -> int:
+        """Bytes sent and received on all the pool's links, framing included."""
+        return sum(link.bytes_exchanged for link in self._links.values())
 
     async def close(self) -> None:
         for link in self._links.values():
