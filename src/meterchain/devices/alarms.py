@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 
 #: Codes a monitoring system can rely on.
 WRITE_NOT_CONFIRMED = "device-write-not-confirmed"
-DEVICE_UNREACHABLE = "device-unreachable"
 
 
 @dataclass(frozen=True)
