@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, market, meter, simulate
+from meterchain.commands import agents, chain, device, market, meter, simulate
 
 app = typer.Typer(
     name="meterchain",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(meter.app, name="meter")
+app.add_typer(device.app, name="device")
 app.add_typer(market.app, name="market")
 app.add_typer(chain.app, name="chain")
 app.add_typer(agents.agent_app, name="agent")

@@ -10,6 +10,7 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,6 +45,86 @@ class Tariffs(Strict):
             raise ValueError(
                 f"feed_in_price {self.feed_in_price} is above retail_price {self.retail_price}"
             )
+        return self
+
+
+class SwitchedLoadConfig(Strict):
+    """A relay-switched load of a board: its name and the URL of its coil.
+
+    With `power_w` and `energy_wh` it is deferrable: the planner places `energy_wh` a day, at
+    `power_w` (on or off), between the local hours `start_hour` and `end_hour`.
+    """
+
+    name: str = Field(min_length=1, max_length=32)
+    url: str
+    power_w: float | None = Field(default=None, gt=0)
+    energy_wh: float | None = Field(default=None, gt=0, description="needed every day")
+    start_hour: int = Field(default=0, ge=0, le=23)
+    end_hour: int = Field(default=24, ge=1, le=24)
+    timezone: str = "America/Fortaleza"
+
+    @model_validator(mode="after")
+    def _url(self) -> SwitchedLoadConfig:
+        _check_device_url(self.url, "load")
+        if (self.power_w is None) != (self.energy_wh is None):
+            raise ValueError(f"load {self.name!r}: a deferrable load needs power_w and energy_wh")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"load {self.name!r}: unknown time zone {self.timezone!r}") from None
+        if self.end_hour <= self.start_hour:
+            raise ValueError(
+                f"load {self.name!r}: end_hour {self.end_hour} is not after start_hour "
+                f"{self.start_hour}"
+            )
+        return self
+
+
+def _check_device_url(url: str, kind: str) -> None:
+    """The scheme only: the devices package parses the rest when the board opens the device."""
+    protocol = "relay" if kind == "load" else "sunspec"
+    scheme = url.partition("://")[0].lower()
+    if scheme not in (f"{protocol}+tcp", f"{protocol}+rtu"):
+        raise ValueError(
+            f"{url!r}: a {kind} is reached over {protocol}+tcp://HOST:PORT or "
+            f"{protocol}+rtu:///dev/ttyUSB0"
+        )
+
+
+class DevicesConfig(Strict):
+    """A board's `[devices]`: what it switches, by URL, and its safety settings."""
+
+    battery: str | None = Field(
+        default=None, description="e.g. sunspec+tcp://192.168.1.20:502?unit=1"
+    )
+    battery_capacity_wh: float | None = Field(default=None, gt=0, description="for the planner")
+    battery_max_w: float | None = Field(default=None, gt=0, description="for the planner")
+    pv: str | None = Field(default=None, description="e.g. sunspec+rtu:///dev/ttyUSB0?unit=2")
+    loads: list[SwitchedLoadConfig] = Field(default_factory=list)
+    export_limit_w: float | None = Field(
+        default=None, ge=0, description="the connection's own limit"
+    )
+    timeout_s: float = Field(default=2.0, gt=0)
+    tries: int = Field(default=3, ge=1)
+    setpoint_revert_s: int = Field(
+        default=1800, ge=0, le=65535, description="devices return to their own rule if not re-told"
+    )
+    alarms_to: str | None = Field(default=None, description="agent or group that receives alarms")
+
+    @model_validator(mode="after")
+    def _urls(self) -> DevicesConfig:
+        for kind in ("battery", "pv"):
+            url = getattr(self, kind)
+            if url is not None:
+                _check_device_url(url, kind)
+        if self.battery is not None and None in (self.battery_capacity_wh, self.battery_max_w):
+            raise ValueError(
+                "a battery needs battery_capacity_wh and battery_max_w, for the planner"
+            )
+        names = [load.name for load in self.loads]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"load names used twice: {', '.join(duplicates)}")
         return self
 
 
@@ -101,6 +182,11 @@ class Scenario(Strict):
     seed: int = 1
     cloudiness: float = Field(0.3, ge=0, le=1)
     mechanism: Mechanism = "pay-as-clear"
+    device_link: Literal["sunspec", "in-process"] = Field(
+        default="sunspec",
+        description="batteries and PV inverters driven over SunSpec Modbus on loopback, as a "
+        "board drives them, or (to compare) the battery set straight in the physical model",
+    )
     location: Location = Location()
     tariffs: Tariffs = Tariffs()
     households: list[Household] = Field(default_factory=list)

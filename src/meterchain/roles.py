@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meterchain.config import Mechanism, Tariffs
+from meterchain.config import DevicesConfig, Mechanism, Tariffs
 
 DEFAULT_DEPLOYMENT = Path("var/deployment.json")
 
@@ -148,6 +148,7 @@ class BoardConfig(RoleModel):
     site: SiteConfig = SiteConfig()
     tariffs: Tariffs = Tariffs()
     decimals: int = Field(default=2, ge=0, le=18, description="the credit token's decimals")
+    devices: DevicesConfig = DevicesConfig()
 
     @property
     def agent_name(self) -> str:

@@ -3,6 +3,8 @@ curtail when the feeder's export limit would be exceeded."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 from meterchain.agents.messages import Ack, CurtailRequest, TariffNotice, Tick
@@ -33,17 +35,21 @@ class GridAgent(Agent):
     async def announce(self) -> None:
         await self.send(self.community, Performative.INFORM, self.tariffs)
 
+    async def request_curtailment(
+        self, interval_start: datetime, max_export_w: float, prosumers: list[str] | None = None
+    ) -> None:
+        """Ask prosumers (default: the whole community) to keep their export under a limit in
+        an interval, at once: boards with a PV inverter lower its limit when they receive it."""
+        request = CurtailRequest(interval_start=interval_start, max_export_w=max_export_w)
+        for receiver in prosumers if prosumers is not None else [self.community]:
+            await self.send(receiver, Performative.REQUEST, request)
+
     async def handle(self, envelope: Envelope, content: BaseModel) -> None:
         if isinstance(content, Tick) and content.phase == "order":
             await self.announce()
             if self.feeder_export_limit_w is not None and self.prosumers:
                 share = self.feeder_export_limit_w / len(self.prosumers)
-                for prosumer in self.prosumers:
-                    await self.send(
-                        prosumer,
-                        Performative.REQUEST,
-                        CurtailRequest(interval_start=content.interval_start, max_export_w=share),
-                    )
+                await self.request_curtailment(content.interval_start, share, self.prosumers)
             if self.coordinator is not None:
                 interval = int(content.interval_start.timestamp())
                 await self.send(

@@ -173,3 +173,16 @@ class Ack(Content):
 
     what: str
     interval: int
+
+
+@content_type("device-alarm")
+class DeviceAlarmNotice(Content):
+    """A board's device did not do what it was told (or does again: `active` False)."""
+
+    meter_id: str
+    device: str
+    kind: str
+    code: str
+    message: str
+    active: bool
+    at: datetime

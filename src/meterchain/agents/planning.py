@@ -7,16 +7,18 @@ orders' limit prices come from the marginal value of energy to the household.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from meterchain.agents.messages import TariffNotice
 from meterchain.der.optimiser import optimise
 from meterchain.der.orders import orders_for_next_interval, planned_exchange
 from meterchain.der.schedule import DerSchedule
-from meterchain.der.site import DerProblem, Site
+from meterchain.der.site import DeferrableLoad, DerProblem, Site
 from meterchain.model import Order, Side
 
 Forecast = Callable[[datetime, int], tuple[list[float], list[float]]]
@@ -29,6 +31,76 @@ class HouseholdPlan:
     battery_power_w: float | None
     expected_import_wh: float
     expected_export_wh: float
+    #: each relay-switched deferrable load's power in the interval (0: off)
+    deferrable_power_w: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DailyLoad:
+    """A relay-switched load that needs `energy_wh` every day between two local hours."""
+
+    name: str
+    power_w: float
+    energy_wh: float
+    start_hour: int
+    end_hour: int
+    timezone: str = "America/Fortaleza"
+
+
+class DailyLoads:
+    """The board's deferrable loads for each horizon, and the energy each got so far today.
+
+    The planner places what a load still needs in the rest of today's window (or in
+    tomorrow's, once today's has passed), switched on or off at its power: in whole steps
+    (a relay is on for an interval or off), no more than the window still holds.
+    """
+
+    def __init__(self, loads: Sequence[DailyLoad]) -> None:
+        self.loads = {load.name: load for load in loads}
+        self._delivered_wh: dict[tuple[str, date], float] = {}
+
+    def _day(self, load: DailyLoad, moment: datetime) -> date:
+        return moment.astimezone(ZoneInfo(load.timezone)).date()
+
+    def record(self, name: str, interval_start: datetime, energy_wh: float) -> None:
+        """The load ran in the interval that starts at `interval_start`."""
+        key = (name, self._day(self.loads[name], interval_start))
+        self._delivered_wh[key] = self._delivered_wh.get(key, 0.0) + energy_wh
+
+    def for_horizon(self, start: datetime, steps: int, step_s: int) -> list[DeferrableLoad]:
+        """The loads as the optimiser takes them, for `steps` steps of `step_s` from `start`."""
+        placed = []
+        for load in self.loads.values():
+            zone = ZoneInfo(load.timezone)
+            local = start.astimezone(zone)
+            for day in (local.date(), local.date() + timedelta(days=1)):
+                opens = datetime(day.year, day.month, day.day, tzinfo=zone)
+                window = (
+                    opens + timedelta(hours=load.start_hour),
+                    opens + timedelta(hours=load.end_hour),
+                )
+                first = max(0, _steps_until(start, window[0], step_s))
+                last = min(steps, _steps_until(start, window[1], step_s))
+                needed = load.energy_wh - self._delivered_wh.get((load.name, day), 0.0)
+                step_wh = load.power_w * step_s / 3600
+                on_steps = min(math.ceil(needed / step_wh - 1e-9), last - first)
+                if on_steps > 0:
+                    placed.append(
+                        DeferrableLoad(
+                            name=load.name,
+                            energy_wh=on_steps * step_wh,
+                            start_step=first,
+                            end_step=last,
+                            max_power_w=load.power_w,
+                            min_power_w=load.power_w,  # a relay: off, or on at full power
+                        )
+                    )
+                    break
+        return placed
+
+
+def _steps_until(start: datetime, moment: datetime, step_s: int) -> int:
+    return int((moment - start).total_seconds() // step_s)
 
 
 class DerPlanner:
@@ -45,6 +117,7 @@ class DerPlanner:
         flexible_orders: bool = False,
         target_soc_fraction: float = 0.5,
         executor: Executor | None = None,
+        daily_loads: DailyLoads | None = None,
     ) -> None:
         self.site = site
         self.forecast = forecast
@@ -54,6 +127,7 @@ class DerPlanner:
         self.flexible_orders = flexible_orders
         self.target_soc_fraction = target_soc_fraction
         self.executor = executor
+        self.daily_loads = daily_loads
 
     def problem(
         self, interval_start: datetime, tariffs: TariffNotice, soc_fraction: float | None
@@ -81,6 +155,11 @@ class DerPlanner:
             # A rolling horizon must not sell the battery empty at its end: energy left over
             # is worth something tomorrow. The target is soft (penalised), never infeasible.
             target_soc_fraction=self.target_soc_fraction if site.battery is not None else None,
+            deferrable_loads=(
+                self.daily_loads.for_horizon(interval_start, steps, self.step_s)
+                if self.daily_loads is not None
+                else ()
+            ),
             step_s=self.step_s,
         )
 
@@ -130,7 +209,10 @@ class PlanRequest:
 def _needs_solver(problem: DerProblem) -> bool:
     site = problem.site
     return not (
-        site.battery is None and site.export_limit_w is None and site.import_limit_w is None
+        site.battery is None
+        and site.export_limit_w is None
+        and site.import_limit_w is None
+        and not problem.deferrable_loads
     )
 
 
@@ -156,6 +238,7 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
         battery_power_w=nxt.battery_power_w if problem.site.battery is not None else None,
         expected_import_wh=nxt.import_wh,
         expected_export_wh=nxt.export_wh,
+        deferrable_power_w=dict(nxt.deferrable_power_w),
     )
 
 

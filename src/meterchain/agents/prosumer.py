@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
@@ -19,6 +21,7 @@ from meterchain.agents.messages import (
     Ack,
     ClearingNotice,
     CurtailRequest,
+    DeviceAlarmNotice,
     NoOrder,
     OrderSubmission,
     ReadingSubmission,
@@ -39,12 +42,15 @@ from meterchain.chain.signing import (
 from meterchain.chain.units import price_to_units
 from meterchain.clock import Clock
 from meterchain.devices.battery import BatteryDevice
+from meterchain.devices.board import BoardDevices
+from meterchain.devices.errors import DeviceError
 from meterchain.meters.base import Meter
 from meterchain.meters.errors import MeterError
 from meterchain.model import Reading, Side
 from meterchain.store.records import Records
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def interval_key(start: datetime) -> str:
@@ -70,6 +76,8 @@ class ProsumerAgent(Agent):
         community: str = "community",
         coordinator: str | None = None,
         battery: BatteryDevice | None = None,
+        devices: BoardDevices | None = None,
+        alarms_to: str | None = None,
         meter_retries: int = 3,
         retry_delay_s: float = 0.2,
         decimals: int = 2,
@@ -85,7 +93,9 @@ class ProsumerAgent(Agent):
         self.market = market
         self.community = community
         self.coordinator = coordinator
-        self.battery = battery
+        self.devices = devices
+        self.battery = battery if battery is not None or devices is None else devices.battery
+        self.alarms_to = alarms_to
         self.meter_retries = meter_retries
         self.retry_delay_s = retry_delay_s
         self.decimals = decimals
@@ -93,6 +103,7 @@ class ProsumerAgent(Agent):
         self.curtail: dict[str, float] = {}
         self.pending_battery_w: dict[str, float] = {}
         self.pending_exchange_wh: dict[str, tuple[float, float]] = {}
+        self.pending_loads_w: dict[str, dict[str, float]] = {}
         self.last_read_at: datetime | None = None  # on the agent's clock
 
     async def setup(self) -> None:
@@ -115,7 +126,9 @@ class ProsumerAgent(Agent):
         elif isinstance(content, TariffNotice):
             self.tariffs = content
         elif isinstance(content, CurtailRequest):
-            self.curtail[interval_key(content.interval_start)] = content.max_export_w
+            key = interval_key(content.interval_start)
+            self.curtail[key] = content.max_export_w
+            await self._limit_export(key)  # now, not at the next interval
         elif isinstance(content, ClearingNotice):
             await self.on_cleared(content)
 
@@ -152,6 +165,9 @@ class ProsumerAgent(Agent):
             prepared = await self._prepare_orders(interval_start)
             prepared = self.records.put_once("orders", key, prepared)
         submissions = [OrderSubmission.model_validate(o) for o in prepared["orders"]]
+        loads = prepared.get("loads_w")
+        if isinstance(loads, dict) and loads:
+            self.pending_loads_w[key] = {str(k): float(v) for k, v in loads.items()}
         if prepared.get("battery_power_w") is not None:
             self.pending_battery_w[key] = float(prepared["battery_power_w"])
             self.pending_exchange_wh[key] = (
@@ -176,7 +192,9 @@ class ProsumerAgent(Agent):
                 self.records.put_once("readings", f"{interval}:order", reading.as_json())
             except MeterError as exc:
                 log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
-        soc = await self.battery.soc_fraction() if self.battery is not None else None
+        soc = None
+        if self.battery is not None:
+            soc = await self._device_step("reading the battery", self.battery.soc_fraction())
         tariffs = self.tariffs
         curtail = self.curtail.get(str(interval))
         if curtail is not None:
@@ -210,6 +228,7 @@ class ProsumerAgent(Agent):
             "battery_power_w": plan.battery_power_w,
             "expected_import_wh": plan.expected_import_wh,
             "expected_export_wh": plan.expected_export_wh,
+            "loads_w": dict(plan.deferrable_power_w),
         }
 
     async def on_cleared(self, notice: ClearingNotice) -> None:
@@ -220,12 +239,18 @@ class ProsumerAgent(Agent):
         )
         setpoint = self.pending_battery_w.pop(str(notice.interval), None)
         expected = self.pending_exchange_wh.pop(str(notice.interval), (0.0, 0.0))
-        if self.battery is not None and setpoint is not None:
+        if notice.error is not None and self.devices is not None:
+            log.warning("%s: interval %d failed (%s)", self.name, notice.interval, notice.error)
+            await self._fall_back(str(notice.interval))
+        elif self.battery is not None and setpoint is not None:
             bought = sum(t.quantity_wh for t in mine if t.buyer == self.meter_id)
             sold = sum(t.quantity_wh for t in mine if t.seller == self.meter_id)
-            await self.battery.set_power_w(
-                setpoint_after_trades(setpoint, expected, bought, sold, self.planner.step_s)
-            )
+            setpoint = setpoint_after_trades(setpoint, expected, bought, sold, self.planner.step_s)
+            await self._device_step("setting the battery", self.battery.set_power_w(setpoint))
+            await self._limit_export(str(notice.interval), setpoint)
+        else:
+            await self._limit_export(str(notice.interval))
+        await self._switch_loads(notice.interval)
         await self._ack("cleared", notice.interval)
 
     async def report_delivery(self, interval_start: datetime) -> None:
@@ -247,6 +272,8 @@ class ProsumerAgent(Agent):
                 log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
                 await self._ack("delivery-failed", interval)
                 return
+            if self.records.get("orders", key) and self.records.get("trades", key) is None:
+                await self._fall_back(key, reading)  # ordered, never heard the clearing
             # Rounded, not truncated: a float register of 987.654 kWh is 987,654 Wh.
             end = {"import_wh": round(reading.import_wh), "export_wh": round(reading.export_wh)}
             next_key = str(interval + self.planner.step_s)
@@ -276,6 +303,81 @@ class ProsumerAgent(Agent):
             self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
         )
         await self._ack("delivery", interval)
+
+    # ---------------------------------------------------------------- devices (devices/board.py)
+
+    async def _device_step(self, what: str, step: Awaitable[T]) -> T | None:
+        """Run one device operation; a device error is logged (its alarm is already raised)."""
+        try:
+            return await step
+        except DeviceError as exc:
+            log.error("%s: %s failed: %s", self.name, what, exc)
+            return None
+        finally:
+            await self._publish_alarms()
+
+    async def _publish_alarms(self) -> None:
+        if self.devices is None:
+            return
+        for alarm in self.devices.take_alarms():
+            if self.alarms_to is not None:
+                notice = DeviceAlarmNotice(
+                    meter_id=self.meter_id,
+                    device=alarm.device,
+                    kind=alarm.kind,
+                    code=alarm.code,
+                    message=alarm.message,
+                    active=alarm.active,
+                    at=alarm.at or datetime.now(UTC),
+                )
+                await self.send(self.alarms_to, Performative.INFORM, notice)
+
+    async def _limit_export(self, key: str, battery_w: float | None = None) -> None:
+        """Cap the PV for the interval's export limit, or lift the cap when there is none."""
+        devices = self.devices
+        if devices is None or devices.pv is None:
+            return
+        limit = devices.export_limit(self.curtail.get(key))
+        if limit is None and not devices.pv_capped:
+            return
+        try:
+            reading = await self.read_meter()
+        except MeterError as exc:
+            log.error("%s: cannot limit the export without the meter: %s", self.name, exc)
+            return
+        await self._device_step(
+            "limiting the export", devices.limit_export(limit, reading, battery_w)
+        )
+
+    async def _switch_loads(self, interval: int) -> None:
+        """Switch the relay-switched loads as the plan of the interval places them."""
+        planned = self.pending_loads_w.pop(str(interval), {})
+        if self.devices is None:
+            return
+        start = datetime.fromtimestamp(interval, UTC)
+        for name, power_w in planned.items():
+            load = self.devices.loads.get(name)
+            if load is None:
+                continue
+            on = await self._device_step(f"switching {name}", load.switch(power_w > 0.5))
+            daily = self.planner.daily_loads
+            if on and daily is not None and name in daily.loads:
+                daily.record(name, start, daily.loads[name].power_w * self.planner.step_s / 3600)
+
+    async def _fall_back(self, key: str, reading: Reading | None = None) -> None:
+        """The market is lost: the devices follow the safe local rule until it returns."""
+        devices = self.devices
+        if devices is None:
+            return
+        if reading is None:
+            try:
+                reading = await self.read_meter()
+            except MeterError as exc:
+                log.error("%s: no safe local rule without the meter: %s", self.name, exc)
+                return
+        log.warning("%s: no market for interval %s; devices on the safe local rule", self.name, key)
+        step = devices.fall_back(reading, self.curtail.get(key), self.planner.step_s)
+        await self._device_step("the safe local rule", step)
 
 
 def setpoint_after_trades(

@@ -169,9 +169,10 @@ def _ticker(
 def build_board(config: BoardConfig) -> Running:
     """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
     from meterchain.agents.forecasting import BoardForecast
-    from meterchain.agents.planning import DerPlanner
+    from meterchain.agents.planning import DailyLoad, DailyLoads, DerPlanner
     from meterchain.agents.prosumer import ProsumerAgent
-    from meterchain.der.site import Site
+    from meterchain.der.site import Battery, Site
+    from meterchain.devices.board import open_board_devices
     from meterchain.meters.registry import open_meter
 
     signer = _unlock(config.key)
@@ -184,12 +185,35 @@ def build_board(config: BoardConfig) -> Running:
     interval_s = config.schedule.interval_s
     forecast = BoardForecast(config.site, records, step_s=interval_s)
     forecast(clock.now(), 1)  # pvlib's first call is slow: pay for it before the first order
+    devices = config.devices
+    battery = None
+    if devices.battery is not None:
+        assert devices.battery_capacity_wh is not None and devices.battery_max_w is not None
+        battery = Battery(
+            capacity_wh=devices.battery_capacity_wh,
+            max_charge_power_w=devices.battery_max_w,
+            max_discharge_power_w=devices.battery_max_w,
+        )
     planner = DerPlanner(
-        Site(name=config.meter_id),
+        Site(name=config.meter_id, battery=battery),
         forecast,
         meter_id=config.meter_id,
         horizon_steps=config.site.horizon_steps,
         step_s=interval_s,
+        daily_loads=DailyLoads(
+            [
+                DailyLoad(
+                    load.name,
+                    load.power_w,
+                    load.energy_wh,
+                    load.start_hour,
+                    load.end_hour,
+                    load.timezone,
+                )
+                for load in devices.loads
+                if load.power_w is not None and load.energy_wh is not None
+            ]
+        ),
     )
     agent = ProsumerAgent(
         name,
@@ -205,6 +229,8 @@ def build_board(config: BoardConfig) -> Running:
         community=config.community,
         meter_retries=config.meter_retries,
         decimals=config.decimals,
+        devices=open_board_devices(devices),
+        alarms_to=devices.alarms_to,
     )
     agent.tariffs = _tariff_notice(config.tariffs)
     return Running(

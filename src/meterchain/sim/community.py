@@ -2,7 +2,10 @@
 
 One process. Each household's meter is a simulator speaking its configured protocol on
 loopback, fed by a physical model whose load and PV come from the scenario's profiles; each
-household's ProsumerAgent reads it through the same driver a board uses. The market agent
+household's ProsumerAgent reads it through the same driver a board uses. A household's
+battery and PV inverter are SunSpec simulators on loopback (Modbus TCP) acting on the same
+physical model, driven through the board's device drivers (`device_link = "in-process"` sets
+the battery straight in the physical model instead, to compare). The market agent
 settles on a local anvil node. A coordinator moves the virtual clock one interval at a time
 and sends the phase ticks a wall clock would: order, clear (gate closure), delivery, settle.
 """
@@ -55,9 +58,11 @@ from meterchain.chain.sender import TransactionSender
 from meterchain.chain.signing import meter_id_to_bytes32
 from meterchain.chain.units import to_units
 from meterchain.clock import ManualClock
-from meterchain.config import Household, Scenario
+from meterchain.config import DevicesConfig, Household, Scenario
 from meterchain.der.site import Battery, Site
 from meterchain.devices.battery import SimulatedBattery
+from meterchain.devices.board import BoardDevices, open_board_devices
+from meterchain.devices.sim.site import serve_site_tcp, site_units
 from meterchain.market.clearing import Mechanism
 from meterchain.meters.base import Meter
 from meterchain.meters.registry import open_meter
@@ -127,6 +132,7 @@ class SimHousehold:
     server: RunningServer | None = None
     meter: Meter | None = None
     agent: ProsumerAgent | None = None
+    devices: BoardDevices | None = None
 
 
 def _household_key(scenario: Scenario, meter_id: str) -> LocalAccount:
@@ -215,6 +221,30 @@ def _forecaster(
         return [float(v) for v in np.clip(pv, 0, None)], [float(v) for v in np.clip(load, 0, None)]
 
     return forecast
+
+
+async def _serve_devices(
+    household: SimHousehold, interval_s: int, servers: list[RunningServer]
+) -> BoardDevices | None:
+    """The household's battery and PV inverter as SunSpec simulators on loopback, and the
+    board's drivers for them (None when it has neither)."""
+    config = household.config
+    has_battery = config.battery_kwh > 0 and config.battery_kw > 0
+    kinds = [k for k, has in (("battery", has_battery), ("pv", config.pv_kwp > 0)) if has]
+    if not kinds:
+        return None
+    units = site_units(household.model, kinds, pv_rated_w=config.pv_kwp * 1000 or None)
+    server, urls = await serve_site_tcp(units)
+    servers.append(server)
+    return open_board_devices(
+        DevicesConfig(
+            battery=urls.get("battery"),
+            pv=urls.get("pv"),
+            battery_capacity_wh=config.battery_kwh * 1000 if has_battery else None,
+            battery_max_w=config.battery_kw * 1000 if has_battery else None,
+            setpoint_revert_s=2 * interval_s,  # a board that stops talking hands control back
+        )
+    )
 
 
 def _site(config: Household) -> Site:
@@ -350,6 +380,9 @@ async def _run_agents(
             server = await start_simulator(household.config.protocol, household.model)
             servers.append(server)
             household.meter = open_meter(client_url(household.config.protocol, server.port))
+            in_process = scenario.device_link == "in-process"
+            if not in_process:
+                household.devices = await _serve_devices(household, scenario.interval_s, servers)
             household.agent = ProsumerAgent(
                 f"prosumer-{household.config.meter_id}",
                 bus,
@@ -370,7 +403,12 @@ async def _run_agents(
                 records=Records(store, f"prosumer-{household.config.meter_id}"),
                 clock=clock,
                 coordinator="simulator",
-                battery=SimulatedBattery(household.model) if household.config.battery_kwh else None,
+                battery=(
+                    SimulatedBattery(household.model)
+                    if in_process and household.config.battery_kwh
+                    else None
+                ),
+                devices=household.devices,
                 decimals=decimals,
             )
             agents.append(household.agent)
@@ -385,6 +423,8 @@ async def _run_agents(
         for household in households:
             if household.meter is not None:
                 await household.meter.close()
+            if household.devices is not None:
+                await household.devices.close()
         for server in servers:
             await server.close()
         store.close()
