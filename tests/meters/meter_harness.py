@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import resource
 import signal
@@ -16,7 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +144,43 @@ async def fake_meter(script: Script) -> AsyncIterator[int]:
         for task in list(tasks):
             task.cancel()
         await asyncio.sleep(0)
+
+
+# --- a seeded mutator: the same frames every run --------------------------------------------
+
+INTERESTING = (
+    b"\x00",
+    b"\xff",
+    b"\x7f",
+    b"\x80",
+    b"\x84\x7f\xff\xff\xff",  # an A-XDR length of 2^31 - 1
+    b"\x82\xff\xff",
+    b"\x81\x80",
+    b"\x7e",  # an HDLC flag
+    b"\r\n",
+)
+
+
+def mutate(rng: random.Random, frame: bytes, corpus: Sequence[bytes] = ()) -> bytes:
+    """`frame` with one to four random edits: bit flips, new, inserted or deleted bytes, a cut,
+    a length-like value, or a splice with another frame of `corpus`."""
+    data = bytearray(frame)
+    for _ in range(rng.randint(1, 4)):
+        operation = rng.randrange(7)
+        at = rng.randrange(len(data) + 1)
+        if operation == 0 and data:
+            data[at % len(data)] ^= 1 << rng.randrange(8)
+        elif operation == 1 and data:
+            data[at % len(data)] = rng.randrange(256)
+        elif operation == 2:
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+        elif operation == 3 and len(data) > 1:
+            del data[at : at + rng.randint(1, 8)]
+        elif operation == 4 and len(data) > 1:
+            del data[max(at, 1) :]
+        elif operation == 5:
+            data[at:at] = rng.choice(INTERESTING)
+        elif operation == 6 and corpus:
+            other = rng.choice(corpus)
+            data = data[:at] + other[rng.randrange(len(other) + 1) :]
+    return bytes(data)

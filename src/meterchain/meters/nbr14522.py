@@ -298,7 +298,10 @@ class Nbr14522Meter:
 
     async def _with_retries(self, what: str, operation: Callable[[ByteStream], Awaitable[T]]) -> T:
         async def attempt() -> T:
-            return await operation(await self._connect())
+            try:
+                return await operation(await self._connect())
+            except MeterRejected as exc:
+                raise type(exc)(f"{self.url} refused {what}: {exc}") from None
 
         async def reset(error: MeterError) -> None:
             if not isinstance(error, MeterRejected):  # a refusal leaves the line in step
