@@ -349,6 +349,8 @@ async def hostile_proxy(upstream_port: int, line: HostileLine) -> AsyncIterator[
                     return
                 if action == "drip":
                     for byte in data:
+                        if writer.is_closing():
+                            return
                         writer.write(bytes((byte,)))
                         await asyncio.sleep(DRIVER_TIMEOUT_S * 0.8)
                     continue

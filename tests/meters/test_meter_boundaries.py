@@ -24,7 +24,7 @@ from meter_harness import MAIN, fake_meter, reset
 from meterchain.clock import ManualClock
 from meterchain.meters import nbr14522_codec as nbr
 from meterchain.meters.dlms_codec import decode_wrapper_header, encode_wrapper
-from meterchain.meters.errors import MeterError, MeterTimeout
+from meterchain.meters.errors import DeadlineExceeded, MeterError
 from meterchain.meters.iec62056_21_codec import DataSet, encode_readout
 from meterchain.meters.registry import open_meter
 from meterchain.meters.sim import dlms_server, nbr14522_server
@@ -99,6 +99,21 @@ def test_the_command_line_reports_a_reset_in_one_line_without_a_traceback() -> N
 
 # --- slow meters: the overall deadline -------------------------------------------------------
 
+
+async def read_is_cut_at_its_deadline(url: str, timeout_s: float) -> None:
+    """One try against a meter that never lets a timeout expire: it ends at the deadline."""
+    meter = open_meter(url, timeout_s=timeout_s, retries=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeadlineExceeded) as caught:
+            await asyncio.wait_for(meter.read(), meter.deadline_s + SLACK_S)
+    finally:
+        await meter.close()
+    assert time.monotonic() - started < meter.deadline_s + SLACK_S
+    assert f"stopped at its deadline of {meter.deadline_s:g} s" in str(caught.value)
+    assert one_line(caught.value), str(caught.value)
+
+
 IDENTIFICATION = b"/MCH5FAKE\r\n"
 READOUT = encode_readout(
     [
@@ -125,22 +140,15 @@ async def test_an_iec_meter_dripping_bytes_is_cut_at_the_deadline() -> None:
             await asyncio.sleep(0.24)
 
     async with fake_meter(dripping) as port:
-        meter = open_meter(URLS["iec62056-21"].format(port=port), timeout_s=0.3, retries=1)
-        deadline_s = meter.deadline_s  # type: ignore[attr-defined]
-        started = time.monotonic()
-        try:
-            with pytest.raises(MeterTimeout) as caught:
-                await asyncio.wait_for(meter.read(), deadline_s + SLACK_S)
-        finally:
-            await meter.close()
-    assert time.monotonic() - started < deadline_s + SLACK_S
-    assert "deadline" in str(caught.value) and one_line(caught.value), str(caught.value)
+        await read_is_cut_at_its_deadline(URLS["iec62056-21"].format(port=port), 0.3)
 
 
 async def command_after_enqs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
     """Idle like an NBR 14522 meter, an ENQ every 50 ms, until a whole command has arrived."""
     received = b""
     while len(received) < nbr.COMMAND_SIZE:
+        if writer.is_closing():
+            raise ConnectionResetError("the reader hung up")
         writer.write(bytes((nbr.ENQ,)))
         try:
             piece = await asyncio.wait_for(reader.read(nbr.COMMAND_SIZE - len(received)), 0.05)
@@ -179,16 +187,7 @@ async def test_an_nbr14522_meter_stalling_with_waits_and_bad_crcs_is_cut_at_the_
             await reader.readexactly(1)  # ACK
 
     async with fake_meter(stalling) as port:
-        meter = open_meter(URLS["nbr14522"].format(port=port), timeout_s=timeout_s, retries=1)
-        deadline_s = meter.deadline_s  # type: ignore[attr-defined]
-        started = time.monotonic()
-        try:
-            with pytest.raises(MeterTimeout) as caught:
-                await asyncio.wait_for(meter.read(), deadline_s + SLACK_S)
-        finally:
-            await meter.close()
-    assert time.monotonic() - started < deadline_s + SLACK_S
-    assert "deadline" in str(caught.value) and one_line(caught.value), str(caught.value)
+        await read_is_cut_at_its_deadline(URLS["nbr14522"].format(port=port), timeout_s)
 
 
 # --- line noise ------------------------------------------------------------------------------
