@@ -397,7 +397,10 @@ def _no_unhandled_task_errors(records: list[logging.LogRecord]) -> None:
 
 @pytest.mark.parametrize("protocol", ["modbus", "dlms", "iec62056-21", "nbr14522"])
 async def test_a_driver_answers_a_hostile_meter_with_its_own_errors_by_its_deadline(
-    protocol: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    protocol: str,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     physical = PhysicalMeter("HOSTILE-1", clock, load_w=flat_load_w(800.0))
     simulator = await start_simulator(protocol, physical, "127.0.0.1", 0)
@@ -418,6 +421,7 @@ async def test_a_driver_answers_a_hostile_meter_with_its_own_errors_by_its_deadl
         await simulator.close()
     _check(list(outcomes))
     _no_unhandled_task_errors(caplog.records)
+    assert capsys.readouterr().out == ""  # no library printed anything
 
 
 def _noisy(rng: random.Random) -> Callable[[bytes], bytes]:
@@ -436,7 +440,10 @@ def _noisy(rng: random.Random) -> Callable[[bytes], bytes]:
 
 @pytest.mark.parametrize("protocol", ["modbus", "dlms"])
 async def test_a_driver_on_a_noisy_serial_line_answers_with_its_own_errors_by_its_deadline(
-    protocol: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    protocol: str,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Modbus RTU and DLMS over HDLC: their serial framings meet line noise."""
     physical = PhysicalMeter("HOSTILE-1", clock, load_w=flat_load_w(800.0))
@@ -450,3 +457,4 @@ async def test_a_driver_on_a_noisy_serial_line_answers_with_its_own_errors_by_it
             await simulator.close()
     _check(outcomes)
     _no_unhandled_task_errors(caplog.records)
+    assert capsys.readouterr().out == ""

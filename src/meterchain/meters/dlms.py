@@ -213,15 +213,18 @@ class DlmsMeter:
             lambda: self._switch_once(command.state),
         )
 
-    @typed_errors
     async def get(self, obis: str, attribute: int = 2, class_id: int = CosemClass.DATA) -> Value:
         """One attribute's value, e.g. `await meter.get("1.0.1.8.0.255", 2, 3)`.
 
-        The meter's refusal (object-undefined, read-write-denied, …) raises `MeterRejected`.
+        The meter's refusal (object-undefined, read-write-denied, …) raises `MeterRejected`; a
+        malformed OBIS code or class id is the caller's mistake: `ValueError` before any traffic.
         """
         ref = AttributeRef(class_id, obis, attribute)
-        _cosem_attribute(ref)  # bad OBIS or class: ValueError before any traffic
+        _cosem_attribute(ref)
+        return await self._get_one(ref)
 
+    @typed_errors
+    async def _get_one(self, ref: AttributeRef) -> Value:
         async def once() -> Value:
             association = await self._associated()
             (result,) = await self._get(association, [ref])
