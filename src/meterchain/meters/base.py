@@ -10,9 +10,14 @@ from meterchain.model import DeviceCommand, Reading, RelayState
 
 
 class Meter(Protocol):
-    """A meter reached over its protocol. Drivers connect lazily and reconnect after errors."""
+    """A meter reached over its protocol. Drivers connect lazily and reconnect after errors.
+
+    Whatever the meter does, `read()` and `command()` end by `deadline_s` (every try included)
+    and raise nothing but `MeterError`s, each with a one-line message (meters/retry.py).
+    """
 
     url: MeterUrl
+    deadline_s: float
 
     async def read(self) -> Reading:
         """Read the cumulative registers and instantaneous values."""

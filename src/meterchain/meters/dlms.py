@@ -5,6 +5,8 @@
 dlms-cosem's `DlmsConnection` builds the AARQ and RLRQ and keeps the association's state; we move
 its bytes over our own links so every wait has our timeout and every failure our error type.
 One association is kept open between reads; register scalers are read once per association.
+`deadline_s` in the URL bounds one read or command, every try included (meters/retry.py).
+Nothing of dlms-cosem reaches stdout: its print()s are caught and logged at debug level.
 
 Objects read: logical device name 0.0.42.0.0.255 (the meter id), clock 0.0.1.0.0.255,
 registers 1.0.1.8.0.255 / 1.0.2.8.0.255 (Wh), 1.0.16.7.0.255 (W, signed), 1.0.32.7.0.255 (V),
@@ -53,6 +55,7 @@ from meterchain.meters.dlms_codec import (
     Value,
     decode_apdu,
     decode_datetime,
+    dlms_cosem_quietly,
     enum_name,
     get_normal_result,
     get_with_list_results,
@@ -72,16 +75,28 @@ from meterchain.meters.errors import (
     MeterTimeout,
     UnsupportedCommand,
 )
-from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
+from meterchain.meters.retry import (
+    DEADLINE_OPTION,
+    DEFAULT_TRIES,
+    FINAL_ERRORS,
+    RetryPolicy,
+    line_time_s,
+    tries_text,
+    typed_errors,
+    with_retries,
+)
 from meterchain.meters.transport import ByteStream, SerialSettings, open_serial, open_tcp
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
 
 T = TypeVar("T")
 
-KNOWN_OPTIONS = {"client", "server", "password", "baud"}
-MAX_BACKOFF_S = 0.5
+KNOWN_OPTIONS = {"client", "server", "password", "baud", DEADLINE_OPTION}
 RELEASE_TIMEOUT_S = 0.5
+# One try: link set-up (SNRM on HDLC), the association and the gets, each answer waited for,
+# with room for a meter that serves one attribute per get; on HDLC about a kilobyte of frames.
+ANSWERS_PER_TRY = 8
+HDLC_BYTES_PER_TRY = 1024
 CLOCK_STATUS_INVALID = 0x01  # bit 0 of a date-time's clock status
 
 _VALUES = {
@@ -155,9 +170,16 @@ class DlmsMeter:
             raise InvalidMeterUrl(f"{url}: baud={self.baud} must be positive")
         if "baud" in url.options and not url.is_serial:
             raise InvalidMeterUrl(f"{url}: baud= applies to serial lines (dlms+hdlc://) only")
-        check_retry_settings(timeout_s, retries)
         self.timeout_s = timeout_s
         self.retries = retries  # tries in all, the first included
+        self.policy = RetryPolicy.for_meter(
+            url,
+            timeout_s,
+            retries,
+            answers_per_try=ANSWERS_PER_TRY,
+            line_s=line_time_s(HDLC_BYTES_PER_TRY, self.baud) if url.is_serial else 0.0,
+        )
+        self.deadline_s = self.policy.deadline_s
         self._association: _Association | None = None
         self._stream: ByteStream | None = None  # the connection in use, if any
         self._guard = ReadingGuard()
@@ -174,10 +196,12 @@ class DlmsMeter:
 
     # --- the Meter interface -------------------------------------------------------------------
 
+    @typed_errors
     async def read(self) -> Reading:
         reading = await self._attempt("read", self._read_once)
         return self._guard.check(reading)
 
+    @typed_errors
     async def command(self, command: DeviceCommand) -> RelayState:
         if not isinstance(command, SetRelay):
             raise UnsupportedCommand(
@@ -185,17 +209,22 @@ class DlmsMeter:
                 f"{type(command).__name__} is not supported"
             )
         return await self._attempt(
-            f"switch the relay {command.state.value}", lambda: self._switch_once(command.state)
+            f"switching the relay {command.state.value}",
+            lambda: self._switch_once(command.state),
         )
 
     async def get(self, obis: str, attribute: int = 2, class_id: int = CosemClass.DATA) -> Value:
         """One attribute's value, e.g. `await meter.get("1.0.1.8.0.255", 2, 3)`.
 
-        The meter's refusal (object-undefined, read-write-denied, …) raises `MeterRejected`.
+        The meter's refusal (object-undefined, read-write-denied, …) raises `MeterRejected`; a
+        malformed OBIS code or class id is the caller's mistake: `ValueError` before any traffic.
         """
         ref = AttributeRef(class_id, obis, attribute)
-        _cosem_attribute(ref)  # bad OBIS or class: ValueError before any traffic
+        _cosem_attribute(ref)
+        return await self._get_one(ref)
 
+    @typed_errors
+    async def _get_one(self, ref: AttributeRef) -> Value:
         async def once() -> Value:
             association = await self._associated()
             (result,) = await self._get(association, [ref])
@@ -215,7 +244,8 @@ class DlmsMeter:
                 await asyncio.wait_for(self._exchange(association, request), RELEASE_TIMEOUT_S)
             except Exception:  # a meter that cannot release is closed all the same
                 pass
-            await self._close_link(association)
+            with contextlib.suppress(Exception):
+                await self._close_link(association)
 
     # --- one attempt of each operation ---------------------------------------------------------
 
@@ -370,7 +400,8 @@ class DlmsMeter:
         """Send one APDU through the association's state machine; return the answer APDU."""
         connection = association.connection
         try:
-            data = bytes(connection.send(request))
+            with dlms_cosem_quietly():
+                data = bytes(connection.send(request))
         except Exception as exc:  # dlms-cosem refuses a request its state does not allow
             raise FrameError(f"DLMS association with {self.url} out of step: {exc}") from None
         answer = await association.link.request(data)
@@ -387,11 +418,12 @@ class DlmsMeter:
                 "a late answer to an earlier request?"
             )
         try:
-            if isinstance(apdu, acse.ApplicationAssociationResponse):
-                # next_event also takes the negotiated conformance and PDU size from the AARE
-                connection.receive_data(answer)
-                return connection.next_event(), answer
-            connection.state.process_event(apdu)  # the APDU is parsed already: just step
+            with dlms_cosem_quietly():
+                if isinstance(apdu, acse.ApplicationAssociationResponse):
+                    # next_event also takes the negotiated conformance and PDU size from the AARE
+                    connection.receive_data(answer)
+                    return connection.next_event(), answer
+                connection.state.process_event(apdu)  # the APDU is parsed already: just step
             return apdu, answer
         except Exception as exc:
             connection.clear_buffer()
@@ -437,25 +469,17 @@ class DlmsMeter:
     # --- retries and connection handling -------------------------------------------------------
 
     async def _attempt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        tries = self.retries
-        async with self._lock:
-            last: MeterError | None = None
-            for attempt in range(tries):
-                try:
-                    return await operation()
-                except (MeterRejected, ImplausibleReading, UnsupportedCommand, InvalidMeterUrl):
-                    if not self._ready():
-                        await self._drop_association()
-                    raise
-                except MeterError as exc:
-                    last = exc
-                except OSError as exc:  # a write on a connection the peer has reset
-                    last = MeterError(f"connection to {self.url} lost: {exc.strerror or exc}")
+        async def reset(error: MeterError) -> None:
+            if not isinstance(error, FINAL_ERRORS) or not self._ready():
                 await self._drop_association()
-                if attempt + 1 < tries:
-                    await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2**attempt))
-            assert last is not None
-            raise self._gave_up(what, last, tries)
+
+        def gave_up(last: MeterError) -> MeterError:
+            return self._gave_up(what, last, self.retries)
+
+        async with self._lock:
+            return await with_retries(
+                what, str(self.url), operation, self.policy, reset=reset, gave_up=gave_up
+            )
 
     def _gave_up(self, what: str, last: MeterError, tries: int) -> MeterError:
         where = f"{self.url} after {tries_text(tries)}"
@@ -474,7 +498,7 @@ class DlmsMeter:
                 f"corrupt answers to {what} from {where}: {last}; check the line (noise, baud "
                 "rate) and that the device speaks DLMS/COSEM"
             )
-        return MeterError(f"could not {what} {where}: {last}")
+        return MeterError(f"{what} from {self.url} failed after {tries_text(tries)}: {last}")
 
     def _ready(self) -> bool:
         """Whether the association can take the next request (not stuck mid-exchange)."""

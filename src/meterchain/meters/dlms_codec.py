@@ -4,14 +4,28 @@ The APDUs themselves are dlms-cosem's classes (AARQ/AARE, Get/Action requests an
 Release). Around them this module adds what a reader of untrusted bytes needs: a wrapper-header
 check, an A-XDR data decoder that never reads past its input or loops on a forged count, and a
 guard that turns any failure of the library's parsers into `FrameError`.
+
+dlms-cosem's own A-XDR decoders trust element counts and read past the end of their input
+without noticing: a forged selective-access descriptor (an array "of 2^31 - 1 elements" in
+eight bytes, or a structure cut short) makes them allocate or loop without end. So no request
+reaches the library before `check_request` has walked all of it with the bounded decoder
+(every count is checked against the bytes that are left, nesting is limited), and the parts
+the library would have to parse as A-XDR data (selective-access descriptors) are taken out.
+The work one request can cause is therefore linear in its length, which the links cap.
+
+Some of the library's parsers print() what they fail on; `dlms_cosem_quietly` keeps that off
+stdout (the command line's `--json` output) and logs it at debug level instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -37,6 +51,23 @@ def quiet_dlms_cosem_logs() -> None:
 
 
 quiet_dlms_cosem_logs()
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def dlms_cosem_quietly() -> Iterator[None]:
+    """Run dlms-cosem code with whatever it print()s caught and logged at debug level.
+
+    It prints, for one, the conformance bytes of an InitiateResponse it cannot parse. Only
+    synchronous library calls go inside (stdout is the process's, swapped for the duration).
+    """
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        yield
+    if captured.getvalue():
+        log.debug("dlms-cosem printed: %s", captured.getvalue().strip())
+
 
 # --- the object list ------------------------------------------------------------------------
 
@@ -350,7 +381,9 @@ def decode_apdu(raw: bytes, allowed: dict[int, str]) -> Any:
     """Parse an APDU with dlms-cosem, allowing only the tags in `allowed`.
 
     Get-responses with a list are checked with our bounded decoder first: the library's data
-    parser trusts element counts and can spin for a very long time on a forged one.
+    parser trusts element counts and can spin for a very long time on a forged one. Requests
+    pass `check_request` first, and the library parses what it returns (the request without
+    its selective-access descriptors; `decode_request` says which attributes had one).
     """
     if not raw:
         raise FrameError("empty DLMS APDU")
@@ -360,14 +393,109 @@ def decode_apdu(raw: bytes, allowed: dict[int, str]) -> Any:
             f"unexpected DLMS APDU tag 0x{tag:02x}; expected one of "
             + ", ".join(f"{name} (0x{t:02x})" for t, name in allowed.items())
         )
-    if tag == 0xC4 and len(raw) > 1 and raw[1] == GET_RESPONSE_WITH_LIST:
+    if tag in REQUEST_TAGS:
+        raw = check_request(raw, allowed).library_bytes
+    elif tag == 0xC4 and len(raw) > 1 and raw[1] == GET_RESPONSE_WITH_LIST:
         get_with_list_results(raw)
     try:
-        return XDlmsApduFactory.apdu_from_bytes(bytes(raw))
+        with dlms_cosem_quietly():
+            return XDlmsApduFactory.apdu_from_bytes(bytes(raw))
     except Exception as exc:  # the library raises many types on malformed input
         raise FrameError(
             f"malformed DLMS {allowed[tag]} APDU ({type(exc).__name__}: {exc}): {raw[:32].hex()}"
         ) from None
+
+
+# --- requests, checked before the library sees them ----------------------------------------
+
+GET_REQUEST, SET_REQUEST, ACTION_REQUEST = 0xC0, 0xC1, 0xC3
+GET_NORMAL, GET_NEXT, GET_WITH_LIST = 1, 2, 3
+SET_NORMAL = ACTION_NORMAL = 1
+DESCRIPTOR_BYTES = 9  # class id (2), OBIS (6), attribute or method id (1)
+MAX_LIST_ATTRIBUTES = 0x7F  # dlms-cosem reads a get-with-list's count as one byte
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A request our bounded decoder walked to its end.
+
+    `library_bytes` is what dlms-cosem may parse: the request with every selective-access
+    descriptor taken out (its flag set to 0). `selective[i]` says whether the i-th attribute of
+    a get or set asked for selective access, which this meter answers without reading.
+    """
+
+    library_bytes: bytes
+    selective: tuple[bool, ...] = ()
+
+
+def check_request(raw: bytes, allowed: dict[int, str] = REQUEST_TAGS) -> CheckedRequest:
+    """Walk a request APDU with the bounded decoder; `FrameError` for anything malformed.
+
+    AARQ and RLRQ are BER, whose lengths the library's parser checks against its input; the
+    xDLMS requests (get, set, action) are walked field by field here, A-XDR data included.
+    """
+    if not raw:
+        raise FrameError("empty DLMS APDU")
+    tag = raw[0]
+    if tag not in allowed or tag not in REQUEST_TAGS:
+        raise FrameError(f"unexpected DLMS request tag 0x{tag:02x}")
+    if tag not in (GET_REQUEST, SET_REQUEST, ACTION_REQUEST):
+        return CheckedRequest(raw)
+    reader = _Reader(raw, 1)
+    kind = reader.take(1, "request type")[0]
+    reader.take(1, "invoke-id")
+    out = bytearray(raw[:3])
+    selective: list[bool] = []
+    name = REQUEST_TAGS[tag]
+
+    def attribute() -> None:
+        """A descriptor and its selective-access option; the option is left out of `out`."""
+        out.extend(reader.take(DESCRIPTOR_BYTES, "attribute descriptor"))
+        has_selection = reader.take(1, "selective-access flag")[0]
+        if has_selection:
+            reader.take(1, "access selector")
+            reader.value()  # the access parameters: one Data value, bounded
+        selective.append(bool(has_selection))
+        out.append(0)
+
+    if tag == GET_REQUEST and kind == GET_NORMAL:
+        attribute()
+    elif tag == GET_REQUEST and kind == GET_NEXT:
+        out.extend(reader.take(4, "block number"))
+    elif tag == GET_REQUEST and kind == GET_WITH_LIST:
+        count = reader.length("attribute count")
+        if count > MAX_LIST_ATTRIBUTES or count * (DESCRIPTOR_BYTES + 1) > len(raw) - reader.at:
+            raise FrameError(
+                f"get-request-with-list announces {count} attributes in {len(raw)} bytes"
+            )
+        out.append(count)
+        for _ in range(count):
+            attribute()
+    elif tag == SET_REQUEST and kind == SET_NORMAL:
+        attribute()
+        start = reader.at
+        reader.value()  # the value to set
+        out.extend(raw[start : reader.at])
+    elif tag == ACTION_REQUEST and kind == ACTION_NORMAL:
+        out.extend(reader.take(DESCRIPTOR_BYTES, "method descriptor"))
+        has_parameters = reader.take(1, "method-invocation-parameters flag")[0]
+        out.append(1 if has_parameters else 0)
+        if has_parameters:
+            start = reader.at
+            reader.value()
+            out.extend(raw[start : reader.at])
+    else:
+        raise FrameError(f"{name} of type {kind} is not supported")
+    if reader.at != len(raw):
+        raise FrameError(f"{name} has {len(raw) - reader.at} bytes after its end")
+    return CheckedRequest(bytes(out), tuple(selective))
+
+
+def decode_request(raw: bytes) -> tuple[Any, tuple[bool, ...]]:
+    """A request as dlms-cosem's class (parsed after `check_request`), and which of its
+    attributes asked for selective access."""
+    checked = check_request(raw)
+    return decode_apdu(checked.library_bytes, REQUEST_TAGS), checked.selective
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,27 @@
-"""Typed meter errors: each message says what was wrong and, where it helps, what to do."""
+"""Typed meter errors: each message says what was wrong and, where it helps, what to do.
+
+Every message is one line, whatever text went into it (a library's multi-line parser error, a
+frame dump with CR LF in it): logs, the command line's `error: …` and the agents' alarms stay
+one event per line.
+"""
 
 from __future__ import annotations
+
+import re
+
+_WHITESPACE_RUN = re.compile(r"\s*[\r\n\f\v]\s*")
+
+
+def one_line(text: str) -> str:
+    """`text` with every line break (and the indentation around it) turned into one space."""
+    return _WHITESPACE_RUN.sub(" ", text).strip()
 
 
 class MeterError(Exception):
     """Base of every error a meter driver raises."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(one_line(str(message)))
 
 
 class InvalidMeterUrl(MeterError):
@@ -13,6 +30,10 @@ class InvalidMeterUrl(MeterError):
 
 class MeterTimeout(MeterError):
     """The meter did not answer in time."""
+
+
+class DeadlineExceeded(MeterTimeout):
+    """A read or command went on past its overall deadline (a meter answering too slowly)."""
 
 
 class FrameError(MeterError):

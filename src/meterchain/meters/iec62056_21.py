@@ -6,7 +6,8 @@ URLs:
     iec62056-21:///dev/ttyUSB0?baud=300            an optical head or RS-485 line, 7E1
 Options: baud (initial rate, default 300), max_baud (cap on the rate the meter offers; default
 19200), address (device address in the sign-on, default none), password (programming mode,
-default 00000000), utc_offset_min (offset of the meter's clock from UTC, default 0).
+default 00000000), utc_offset_min (offset of the meter's clock from UTC, default 0), deadline_s
+(the most one read or command may take, every try included; meters/retry.py has the default).
 
 One read: sign-on `/?!`, identification `/XXXZident`, option select `ACK 0 Z 0` (the offered
 baud rate, capped by max_baud; on a serial port the driver really switches after the ACK has
@@ -14,6 +15,12 @@ left the wire, and back to the initial rate afterwards), readout data block, BCC
 The relay: option select `ACK 0 Z 1`, P0 prompt, P1 password, W1 `96.3.10(0|1)`, R1 `96.3.10()`
 to read back what the meter reports, B0 to leave. A wrong password (the meter answers B0 or
 keeps answering NAK) or an error message such as (ER01) raises MeterRejected.
+
+Line noise: a message that fails its checks (a garbled identification, a BCC mismatch) is a
+`FrameError` and is tried again with a new sign-on, as the protocol recovers from transmission
+errors. An identification that names no mode C baud rate is only believed (`ModeNotSupported`)
+when the meter sends the same one twice in a row: one flipped bit turns '5' (9600 baud, mode C)
+into 'u', which would mean a mode A meter.
 """
 
 from __future__ import annotations
@@ -65,7 +72,15 @@ from meterchain.meters.iec62056_21_codec import (
     relay_state,
     relay_value,
 )
-from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
+from meterchain.meters.retry import (
+    DEADLINE_OPTION,
+    DEFAULT_TRIES,
+    RetryPolicy,
+    line_time_s,
+    tries_text,
+    typed_errors,
+    with_retries,
+)
 from meterchain.meters.transport import ByteStream, open_tcp, stream_over_fd
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
@@ -74,13 +89,18 @@ T = TypeVar("T")
 
 DEFAULT_PASSWORD = "00000000"
 DEFAULT_BAUD = 300
-OPTIONS = ("baud", "max_baud", "address", "password", "utc_offset_min")
+OPTIONS = ("baud", "max_baud", "address", "password", "utc_offset_min", DEADLINE_OPTION)
 MAX_IDENTIFICATION_BYTES = 128
 MAX_READOUT_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 4096
 NAK_REPEATS = 3  # sends of one programming message before a NAK-ing meter counts as refusing
-BACKOFF_S = 0.05
 BITS_PER_CHARACTER = 10  # start, 7 data, parity, stop
+# One try: the identification and the readout (a relay switch: identification, P0, and the
+# answers to P1, W1 and R1), each waited for; on a serial line the sign-on at the initial baud
+# rate and up to a kilobyte of data at the agreed one.
+ANSWERS_PER_TRY = 6
+SIGN_ON_BYTES = 64
+DATA_BYTES_PER_TRY = 1024
 
 
 class ModeNotSupported(MeterRejected):
@@ -109,12 +129,20 @@ class Iec62056Meter:
                 f"{url.transport!r}; write iec62056-21:///dev/ttyUSB0 or iec62056-21+tcp://HOST:PORT"
             )
         url.reject_unknown_options(OPTIONS)
-        check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries  # tries in all, the first included
         self._initial_baud = self._baud_option("baud", DEFAULT_BAUD)
         self._max_baud = self._baud_option("max_baud", max(BAUD_RATES.values()))
+        line_s = 0.0
+        if url.is_serial:
+            line_s = line_time_s(SIGN_ON_BYTES, self._initial_baud) + line_time_s(
+                DATA_BYTES_PER_TRY, self._max_baud
+            )
+        self.policy = RetryPolicy.for_meter(
+            url, timeout_s, retries, answers_per_try=ANSWERS_PER_TRY, line_s=line_s
+        )
+        self.deadline_s = self.policy.deadline_s
         self._address = url.option("address", "")
         self._password = url.option("password", DEFAULT_PASSWORD)
         self._utc_offset_min = url.int_option("utc_offset_min", 0)
@@ -124,6 +152,8 @@ class Iec62056Meter:
         except ValueError as exc:
             raise InvalidMeterUrl(f"{url}: {exc}") from None
         self.identification: Identification | None = None
+        # An identification without a mode C baud rate, kept until the next one confirms it.
+        self._unconfirmed_identification: bytes | None = None
         self._link: _Link | None = None
         self._bytes_closed = 0
         self._guard = ReadingGuard()
@@ -147,12 +177,14 @@ class Iec62056Meter:
 
     # --- public interface ----------------------------------------------------------------
 
+    @typed_errors
     async def read(self) -> Reading:
         """One readout: sign-on, identification, option select, data block."""
         async with self._lock:
             reading = await self._with_retries("reading", self._readout)
             return self._guard.check(reading)
 
+    @typed_errors
     async def command(self, command: DeviceCommand) -> RelayState:
         """Switch the relay in programming mode and return the state the meter reports."""
         if not isinstance(command, SetRelay):
@@ -194,37 +226,37 @@ class Iec62056Meter:
                 await link.stream.close()
 
     async def _with_retries(self, what: str, operation: Callable[[_Link], Awaitable[T]]) -> T:
-        last: MeterError | None = None
-        for attempt in range(1, self.retries + 1):
+        async def attempt() -> T:
             try:
                 return await operation(await self._connect())
             except MeterRejected as exc:
                 raise type(exc)(f"{self.url} refused {what}: {exc}") from None
-            except (MeterTimeout, FrameError) as exc:
-                last = exc
-            except (ConnectionError, OSError) as exc:
-                last = MeterError(f"the connection failed: {exc}")
-            except (UnsupportedCommand, InvalidMeterUrl):
-                raise
-            except MeterError as exc:
-                last = exc
-            await self._drop()  # a fresh connection starts the next try from a clean line
-            if attempt < self.retries:
-                await asyncio.sleep(BACKOFF_S * attempt)
-        assert last is not None
-        tries = f"after {tries_text(self.retries)}"
-        if isinstance(last, MeterTimeout):
-            raise MeterTimeout(
-                f"no answer from {self.url} while {what}, {tries} ({self.timeout_s} s each): "
-                f"{last}; is the meter powered, the optical head seated or the cable on, and "
-                "the address right?"
-            ) from None
-        if isinstance(last, FrameError):
-            raise FrameError(
-                f"corrupt answer from {self.url} while {what}, {tries}: {last}; check the line "
-                "settings (7E1), noise on it, or whether another device answers too"
-            ) from None
-        raise MeterError(f"{what} from {self.url} failed {tries}: {last}") from None
+
+        async def reset(error: MeterError) -> None:
+            if not isinstance(error, MeterRejected):
+                await self._drop()  # a fresh connection starts the next try from a clean line
+
+        return await with_retries(
+            what, str(self.url), attempt, self.policy, reset=reset, gave_up=self._gave_up(what)
+        )
+
+    def _gave_up(self, what: str) -> Callable[[MeterError], MeterError]:
+        def gave_up(last: MeterError) -> MeterError:
+            tries = f"after {tries_text(self.retries)}"
+            if isinstance(last, MeterTimeout):
+                return MeterTimeout(
+                    f"no answer from {self.url} while {what}, {tries} ({self.timeout_s} s each): "
+                    f"{last}; is the meter powered, the optical head seated or the cable on, "
+                    "and the address right?"
+                )
+            if isinstance(last, FrameError):
+                return FrameError(
+                    f"corrupt answer from {self.url} while {what}, {tries}: {last}; check the "
+                    "line settings (7E1), noise on it, or whether another device answers too"
+                )
+            return MeterError(f"{what} from {self.url} failed {tries}: {last}")
+
+        return gave_up
 
     # --- reading bytes -------------------------------------------------------------------
 
@@ -294,10 +326,18 @@ class Iec62056Meter:
         )
         identification = decode_identification(raw)
         if identification.baud_rate is None:
-            raise ModeNotSupported(
-                f"the meter identified as {raw!r}, a mode A/B meter (baud character "
-                f"{identification.baud_char!r}); this driver speaks mode C"
+            if raw == self._unconfirmed_identification:
+                raise ModeNotSupported(
+                    f"the meter identified as {raw!r} twice, a mode A/B meter (baud character "
+                    f"{identification.baud_char!r}); this driver speaks mode C"
+                )
+            self._unconfirmed_identification = raw
+            raise FrameError(
+                f"the identification {raw!r} names no mode C baud rate (character "
+                f"{identification.baud_char!r}): line noise, or a mode A/B meter; signing on "
+                "again to tell"
             )
+        self._unconfirmed_identification = None
         self.identification = identification
         return identification
 

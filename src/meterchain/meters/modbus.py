@@ -3,7 +3,8 @@
 URLs: `modbus+tcp://HOST:PORT?unit=1&map=sdm630` and
 `modbus+rtu:///dev/ttyUSB0?baud=9600&unit=1&map=sdm630` (also `parity=N|E|O`, `stopbits=1|2`;
 `map` is a shipped map name or the path of a .toml map file; `id=` names the meter when its
-map has no identity register, and otherwise is checked against the identity the meter reports).
+map has no identity register, and otherwise is checked against the identity the meter reports;
+`deadline_s=` bounds one read or command, every try included, see meters/retry.py).
 
 pymodbus does the framing; every incoming buffer also passes `modbus_frames.check_response`,
 which turns bad CRCs, strangers' unit ids and garbled headers into `FrameError` at once
@@ -47,12 +48,22 @@ from meterchain.meters.modbus_maps import (
     MapMismatch,
     ReadSpan,
     RegisterMap,
+    RegisterMapError,
     decode_identity,
     decode_point,
     load_map,
     plan_reads,
 )
-from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
+from meterchain.meters.retry import (
+    DEADLINE_OPTION,
+    DEFAULT_TRIES,
+    FINAL_ERRORS,
+    RetryPolicy,
+    line_time_s,
+    tries_text,
+    typed_errors,
+    with_retries,
+)
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
 
@@ -65,7 +76,13 @@ _PYMODBUS_LOG = logging.getLogger("pymodbus")
 if _PYMODBUS_LOG.level == logging.NOTSET:
     _PYMODBUS_LOG.setLevel(logging.CRITICAL)
 
-URL_OPTIONS = ("unit", "map", "baud", "parity", "stopbits", "id")
+URL_OPTIONS = ("unit", "map", "baud", "parity", "stopbits", "id", DEADLINE_OPTION)
+# One try: on a new connection the identity (and a SunSpec map's model chain), then the
+# planned reads and the relay coil, each answer waited for; on RTU a few hundred bytes.
+ANSWERS_PER_TRY = 8
+RTU_BYTES_PER_TRY = 512
+# Errors raised at once: besides a refusal, a map that does not fit the device.
+_FINAL = (*FINAL_ERRORS, MapMismatch, RegisterMapError)
 SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
 READ_INPUT, READ_HOLDING, READ_COILS, WRITE_COIL = 4, 3, 1, 5
 
@@ -97,7 +114,6 @@ class ModbusMeter:
                 "write modbus+tcp://HOST:PORT or modbus+rtu:///dev/ttyUSB0"
             )
         url.reject_unknown_options(URL_OPTIONS)
-        check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries  # tries in all, the first included
@@ -114,6 +130,14 @@ class ModbusMeter:
                 f"{url}: serial settings baud={self.baud}, parity={self.parity}, "
                 f"stopbits={self.stopbits} are not valid (e.g. baud=9600&parity=N&stopbits=1)"
             )
+        self.policy = RetryPolicy.for_meter(
+            url,
+            timeout_s,
+            retries,
+            answers_per_try=ANSWERS_PER_TRY,
+            line_s=line_time_s(RTU_BYTES_PER_TRY, self.baud) if self.framing == "rtu" else 0.0,
+        )
+        self.deadline_s = self.policy.deadline_s
         self.register_map: RegisterMap = load_map(url.option("map", "sdm630"))
         self._fixed_id = url.option("id", "")
         if self.register_map.identity is None and not self._fixed_id:
@@ -135,6 +159,7 @@ class ModbusMeter:
 
     # ---------------------------------------------------------------------------- public
 
+    @typed_errors
     async def read(self) -> Reading:
         """Read the map's points and the relay; checked by the reading guard."""
         async with self._lock:
@@ -151,6 +176,7 @@ class ModbusMeter:
         )
         return self._guard.check(reading)
 
+    @typed_errors
     async def command(self, command: DeviceCommand) -> RelayState:
         """Switch the relay coil and return the state the meter reports back."""
         if not isinstance(command, SetRelay):
@@ -174,29 +200,31 @@ class ModbusMeter:
             return await self._with_retries("switch the relay of", switch)
 
     async def close(self) -> None:
-        await self._drop()
+        with contextlib.suppress(Exception):  # a connection already gone is closed all the same
+            await self._drop()
 
     # ---------------------------------------------------------------------------- retries
 
     async def _with_retries(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        tries = self.retries
-        last: MeterError | None = None
-        for attempt in range(tries):
-            if attempt:
-                await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-            try:
-                if self._session is None:
-                    await self._connect()
-                    self._session = await self._start_session()
-                return await operation()
-            except (MeterTimeout, FrameError, ConnectionFailed) as exc:
-                last = exc
+        async def attempt() -> T:
+            if self._session is None:
+                await self._connect()
+                self._session = await self._start_session()
+            return await operation()
+
+        async def reset(error: MeterError) -> None:
+            if not isinstance(error, _FINAL):
                 await self._drop()
-        assert last is not None
-        raise type(last)(
-            f"{last}; could not {what} {self.url} after {tries_text(tries)} "
-            f"({self.timeout_s} s each); {self._hint(last)}"
-        ) from None
+
+        def gave_up(last: MeterError) -> MeterError:
+            return type(last)(
+                f"{last}; could not {what} {self.url} after {tries_text(self.retries)} "
+                f"({self.timeout_s} s each); {self._hint(last)}"
+            )
+
+        return await with_retries(
+            what, str(self.url), attempt, self.policy, reset=reset, gave_up=gave_up, final=_FINAL
+        )
 
     def _hint(self, error: MeterError) -> str:
         serial = self.framing == "rtu"

@@ -8,12 +8,14 @@ the protocol's limits (7 NAKs per block, 12 WAITs). docs/nbr14522.md has the det
 URL options: `reader` (6-digit reader serial, default 123456), `address` (8-digit serial of the
 meter on a shared RS-485 bus: commands get the 0x99 address prefix and go out without waiting
 for ENQ), `utc_offset_h` (the meter clock's offset from UTC, default 0), `baud` (serial only,
-default 9600, 8N1).
+default 9600, 8N1), `deadline_s` (the most one read or command may take, every try included;
+meters/retry.py has the default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -28,7 +30,15 @@ from meterchain.meters.errors import (
     MeterTimeout,
     UnsupportedCommand,
 )
-from meterchain.meters.retry import DEFAULT_TRIES, check_retry_settings, tries_text
+from meterchain.meters.retry import (
+    DEADLINE_OPTION,
+    DEFAULT_TRIES,
+    RetryPolicy,
+    line_time_s,
+    tries_text,
+    typed_errors,
+    with_retries,
+)
 from meterchain.meters.transport import ByteStream, SerialSettings, open_serial, open_tcp
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
@@ -36,8 +46,11 @@ from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
 T = TypeVar("T")
 
 DEFAULT_READER_SERIAL = "123456"
-URL_OPTIONS = ("reader", "address", "utc_offset_h", "baud")
-BACKOFF_S = 0.1
+URL_OPTIONS = ("reader", "address", "utc_offset_h", "baud", DEADLINE_OPTION)
+# One try of a read: three exchanges, each an ENQ and an answer to wait for, and on a serial
+# line about a kilobyte (ENQ, 66-byte command, 258-byte response, ACK, three times).
+ANSWERS_PER_TRY = 6
+LINE_BYTES_PER_TRY = 3 * (1 + codec.COMMAND_SIZE + codec.RESPONSE_SIZE + 1)
 # Bytes that may precede the ENQ we synchronise on before the line is declared foreign.
 MAX_NOISE_BEFORE_ENQ = 2 * codec.RESPONSE_SIZE
 
@@ -54,7 +67,6 @@ class Nbr14522Meter:
                 "nbr14522+tcp://HOST:PORT or nbr14522:///dev/ttyUSB0?baud=9600"
             )
         url.reject_unknown_options(URL_OPTIONS)
-        check_retry_settings(timeout_s, retries)
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries  # tries in all, the first included
@@ -67,6 +79,16 @@ class Nbr14522Meter:
                 f"{url}: utc_offset_h={self.utc_offset_h} is not between -14 and 14"
             )
         self.baud = url.int_option("baud", 9600)
+        if self.baud <= 0:
+            raise InvalidMeterUrl(f"{url}: baud={self.baud} must be positive")
+        self.policy = RetryPolicy.for_meter(
+            url,
+            timeout_s,
+            retries,
+            answers_per_try=ANSWERS_PER_TRY,
+            line_s=line_time_s(LINE_BYTES_PER_TRY, self.baud) if url.is_serial else 0.0,
+        )
+        self.deadline_s = self.policy.deadline_s
         self.bytes_exchanged = 0
         self._stream: ByteStream | None = None
         self._guard = ReadingGuard()
@@ -74,11 +96,13 @@ class Nbr14522Meter:
 
     # --- the Meter interface -----------------------------------------------------------------
 
+    @typed_errors
     async def read(self) -> Reading:
         async with self._lock:
             reading = await self._with_retries("read", self._read_once)
         return self._guard.check(reading)
 
+    @typed_errors
     async def command(self, command: DeviceCommand) -> RelayState:
         if not isinstance(command, SetRelay):
             raise UnsupportedCommand(
@@ -99,7 +123,8 @@ class Nbr14522Meter:
     async def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            await stream.close()
+            with contextlib.suppress(Exception):  # a line already gone is closed all the same
+                await stream.close()
 
     # --- one read: three exchanges -----------------------------------------------------------
 
@@ -272,22 +297,25 @@ class Nbr14522Meter:
         return self._stream
 
     async def _with_retries(self, what: str, operation: Callable[[ByteStream], Awaitable[T]]) -> T:
-        last: MeterError | None = None
-        for attempt in range(1, self.retries + 1):
+        async def attempt() -> T:
             try:
                 return await operation(await self._connect())
-            except MeterRejected:
-                raise
-            except MeterError as exc:  # timeouts, corrupt frames, lost connections
-                last = exc
+            except MeterRejected as exc:
+                raise type(exc)(f"{self.url} refused {what}: {exc}") from None
+
+        async def reset(error: MeterError) -> None:
+            if not isinstance(error, MeterRejected):  # a refusal leaves the line in step
                 await self.close()
-                if attempt < self.retries:
-                    await asyncio.sleep(BACKOFF_S * attempt)
-        assert last is not None
-        raise _final_error(
-            last,
-            f"{what} of {self.url} failed after {tries_text(self.retries)} "
-            f"({self.timeout_s} s each): {last}",
+
+        def gave_up(last: MeterError) -> MeterError:
+            return _final_error(
+                last,
+                f"{what} of {self.url} failed after {tries_text(self.retries)} "
+                f"({self.timeout_s} s each): {last}",
+            )
+
+        return await with_retries(
+            what, str(self.url), attempt, self.policy, reset=reset, gave_up=gave_up
         )
 
 

@@ -46,9 +46,12 @@ class ByteStream:
         self.bytes_read = 0
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        self.bytes_written += len(data)
-        await self._writer.drain()
+        try:
+            self._writer.write(data)
+            self.bytes_written += len(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:  # reset, broken pipe, a transport already closed
+            raise self._lost(exc) from None
 
     async def read_exactly(self, count: int, timeout_s: float) -> bytes:
         """Exactly `count` bytes, or `MeterTimeout` naming how many arrived."""
@@ -63,8 +66,17 @@ class ByteStream:
             raise MeterError(
                 f"{self.where} closed the connection after {len(exc.partial)} of {count} bytes"
             ) from None
+        except OSError as exc:  # a reset (ConnectionResetError), a serial port unplugged
+            raise self._lost(exc) from None
         self.bytes_read += len(data)
         return data
+
+    def _lost(self, exc: BaseException) -> MeterError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return MeterError(
+            f"the connection to {self.where} was lost ({reason or type(exc).__name__}); "
+            "did the meter or its serial server restart?"
+        )
 
     async def read_some(
         self, max_count: int, timeout_s: float, stop_at: int | None = None
@@ -121,7 +133,10 @@ class ByteStream:
             return b""
         # StreamReader.read returns at once while its buffer holds data, and lets a paused
         # transport resume, which a direct slice of the buffer would not.
-        data = await self._reader.read(count)
+        try:
+            data = await self._reader.read(count)
+        except OSError as exc:
+            raise self._lost(exc) from None
         self.bytes_read += len(data)
         return data
 

@@ -9,6 +9,12 @@ Associations (logical device 1):
 - client 17, low-level security: the AARQ must name the LLS mechanism and carry the password
   (default `DEFAULT_PASSWORD`, "12345678"); may read and switch the relay.
 Objects: see `SimulatedObjects`; every value comes from the `PhysicalMeter`.
+
+Untrusted bytes: a request from a client without an association is refused (exception-response)
+before anything in it is decoded, and every request is walked by meterchain's bounded decoder
+(`dlms_codec.check_request`) before dlms-cosem parses it, so one request costs time and memory
+in proportion to its length (at most `SERVER_MAX_PDU_BYTES`). The meter offers no access
+selectors: an attribute asked for with selective access is answered scope-of-access-violated.
 """
 
 from __future__ import annotations
@@ -39,11 +45,10 @@ from meterchain.meters.dlms_codec import (
     PUBLIC_CLIENT,
     REMOTE_DISCONNECT,
     REMOTE_RECONNECT,
-    REQUEST_TAGS,
     VOLTAGE_L1,
     CosemClass,
     Unit,
-    decode_apdu,
+    decode_request,
     encode_datetime,
     encode_wrapper,
     obis_bytes,
@@ -63,10 +68,13 @@ DEFAULT_PASSWORD = "12345678"
 SERVER_MAX_PDU_BYTES = 1024
 INACTIVITY_TIMEOUT_S = 120.0  # a meter drops an idle link after this long
 FRAME_REST_TIMEOUT_S = 2.0  # once a frame has started, the rest must follow within this
+AARQ, RLRQ = 0x60, 0x62  # the requests a client without an association may send
 
 DataResult = Any  # a dlms-cosem data object, or a DataAccessResult
 _Access = dlms_enums.DataAccessResult
 _Action = dlms_enums.ActionResultStatus
+# The answer to an attribute asked for with selective access: this meter offers no selectors.
+_NO_SELECTORS = _Access.SCOPE_OF_ACCESS_VIOLATED
 
 
 class _Boolean(dlms_data.BooleanData):  # type: ignore[misc]
@@ -236,8 +244,14 @@ class CosemServer:
         self.may_act = False
 
     def handle(self, raw: bytes) -> bytes:
+        if not self.associated and (not raw or raw[0] not in (AARQ, RLRQ)):
+            # Checked before anything is decoded: without an association, nothing is read.
+            return _exception(
+                dlms_enums.StateException.SERVICE_NOT_ALLOWED,
+                dlms_enums.ServiceException.OPERATION_NOT_POSSIBLE,
+            )
         try:
-            apdu = decode_apdu(raw, REQUEST_TAGS)
+            apdu, selective = decode_request(raw)
         except FrameError as exc:
             log.debug("client %s sent an APDU we cannot read: %s", self.client, exc)
             return _exception(
@@ -251,22 +265,21 @@ class CosemServer:
             return bytes(
                 acse.ReleaseResponse(reason=dlms_enums.ReleaseResponseReason.NORMAL).to_bytes()
             )
-        if not self.associated:
-            return _exception(
-                dlms_enums.StateException.SERVICE_NOT_ALLOWED,
-                dlms_enums.ServiceException.OPERATION_NOT_POSSIBLE,
-            )
         if isinstance(apdu, xdlms.GetRequestNormal):
             attribute = apdu.cosem_attribute
             state = self.objects.meter.state()
-            return _get_response_normal(apdu.invoke_id_and_priority, self._read(state, attribute))
+            result = _NO_SELECTORS if selective[0] else self._read(state, attribute)
+            return _get_response_normal(apdu.invoke_id_and_priority, result)
         if (
             isinstance(apdu, xdlms.GetRequestWithList)
             and self.objects.conformance.multiple_references
         ):
             state = self.objects.meter.state()
             results = [
-                self._read(state, item.attribute) for item in apdu.cosem_attributes_with_selection
+                _NO_SELECTORS if selected else self._read(state, item.attribute)
+                for item, selected in zip(
+                    apdu.cosem_attributes_with_selection, selective, strict=True
+                )
             ]
             response = xdlms.GetResponseWithList(
                 response_data=results, invoke_id_and_priority=apdu.invoke_id_and_priority

@@ -1,7 +1,8 @@
 """A virtual null-modem cable: two pseudo-terminals whose masters are bridged.
 
 Each end has a device path (`/dev/pts/N`), so the simulator and the driver both open a serial
-port by name exactly as they would open `/dev/ttyUSB0` on a board.
+port by name exactly as they would open `/dev/ttyUSB0` on a board. A `tamper` function, if given,
+rewrites what the meter sends before the client sees it: a noisy line for tests.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import os
 import select
 import threading
 import tty
+from collections.abc import Callable
 from types import TracebackType
 
 
 class VirtualSerialLink:
     """Two connected serial paths: `meter_end` for the simulator, `client_end` for drivers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tamper: Callable[[bytes], bytes] | None = None) -> None:
+        self._tamper = tamper
         self._master_a, slave_a = os.openpty()
         self._master_b, slave_b = os.openpty()
         for fd in (slave_a, slave_b, self._master_a, self._master_b):
@@ -41,6 +44,8 @@ class VirtualSerialLink:
                     data = os.read(fd, 4096)
                 except OSError:
                     continue
+                if data and fd == self._master_a and self._tamper is not None:
+                    data = self._tamper(data)
                 if data:
                     os.write(peers[fd], data)
 

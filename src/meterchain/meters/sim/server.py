@@ -12,6 +12,9 @@ from meterchain.meters.transport import ByteStream, SerialSettings, open_serial
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 2.0
+CANCEL_POLL_S = 0.05
+
 StreamHandler = Callable[[ByteStream], Awaitable[None]]
 
 
@@ -25,6 +28,23 @@ class RunningServer:
 
     async def close(self) -> None:
         await self._stopper()
+
+
+async def cancel_until_done(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Cancel `tasks` and wait for them, cancelling again while any is still running.
+
+    Python 3.11's `asyncio.wait_for` can swallow a cancellation that arrives just as the
+    awaited read completes; a handler would then read on and a single cancel() never stop it.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < end:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=CANCEL_POLL_S)
+    if pending:
+        log.warning("%d simulator connection(s) did not stop within %s s", len(pending), timeout_s)
 
 
 async def _run_handler(handler: StreamHandler, stream: ByteStream) -> None:
@@ -57,10 +77,9 @@ async def start_tcp_server(handler: StreamHandler, host: str, port: int) -> Runn
 
     async def stop() -> None:
         server.close()
-        for task in list(tasks):
-            task.cancel()
+        await cancel_until_done(set(tasks), STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2)
+            await asyncio.wait_for(server.wait_closed(), STOP_TIMEOUT_S)
 
     return RunningServer(f"{host}:{bound_port}", bound_port, stop)
 
@@ -82,9 +101,10 @@ async def start_serial_server(
     task = asyncio.create_task(serve_forever())
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_until_done({task}, STOP_TIMEOUT_S)
+        if task.done() and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
         await stream.close()
 
     return RunningServer(device, 0, stop)
