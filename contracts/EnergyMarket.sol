@@ -152,8 +152,10 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     mapping(bytes32 meterId => uint256) private _meters;
     /// @dev 0: open; _DELIVERED; _REFUNDED; otherwise the batch's commitment.
     mapping(uint64 interval => bytes32) private _intervals;
-    /// @dev keccak256 of each delivered interval's DeliverySettled `settlements`: contracts built
-    ///      on the market (certificates, prepaid metering) check a re-submitted blob against it.
+    /// @dev keccak256(settlements ‖ positions) of each delivered interval: its DeliverySettled
+    ///      `settlements` and its batch's packed positions (empty without a batch). Contracts
+    ///      built on the market (certificates, prepaid metering) check re-submitted blobs
+    ///      against it.
     mapping(uint64 interval => bytes32) private _deliveries;
     /// @dev A pending withdrawal: amount (low 128 bits) | time it may be paid (next 64 bits).
     mapping(bytes32 meterId => uint256) private _withdrawals;
@@ -733,7 +735,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         gridBalance = grid - totals.gridExpense;
         escrowTotal -= totals.released;
         _intervals[interval] = _DELIVERED;
-        _deliveries[interval] = keccak256(totals.settlements);
+        _deliveries[interval] = keccak256(abi.encodePacked(totals.settlements, totals.positions));
         emit DeliverySettled(interval, int256(totals.gridIncome) - int256(totals.gridExpense), totals.settlements);
     }
 
@@ -1020,8 +1022,10 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         return (1, uint32(uint256(state)), state);
     }
 
-    /// @notice keccak256 of a delivered interval's DeliverySettled `settlements` (zero before):
-    ///         what contracts built on the market check the per-meter energy against.
+    /// @notice keccak256(settlements ‖ positions) of a delivered interval (zero before): its
+    ///         DeliverySettled `settlements` and its batch's packed positions (BatchSettled;
+    ///         empty without a batch), what contracts built on the market check per-meter
+    ///         energy and trades against.
     /// @param interval The interval.
     function deliveryHash(uint64 interval) external view returns (bytes32) {
         return _deliveries[interval];

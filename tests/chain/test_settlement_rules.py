@@ -34,9 +34,10 @@ from contract_suite import (
     deploy_test_suite,
     trade,
 )
+from eth_hash.auto import keccak
 from web3 import Web3
 
-from meterchain.chain.batch import RejectReason, max_delivery_entries
+from meterchain.chain.batch import RejectReason, max_delivery_entries, pack_positions
 from meterchain.chain.client import EnergyMarketClient, IntervalStatus, MeterKind
 from meterchain.chain.deploy import deploy_market
 from meterchain.chain.errors import TransactionReverted
@@ -393,3 +394,16 @@ def test_a_delivery_of_the_most_entries_the_agent_allows_fits_its_gas(w3: Web3) 
     receipt = market.settle_delivery(NEXT_INTERVAL, readings, terms=result.terms)
     assert not market.events_in(receipt, "ReadingRejected")
     assert int(receipt["gasUsed"]) <= gas
+
+
+def test_a_delivery_records_the_hash_of_its_settlements_and_positions(suite: Suite) -> None:
+    """What contracts built on the market (certificates, prepaid) verify blobs against."""
+    result = trade_one_kwh(suite, buyer=0, seller=1, price=60)
+    market = suite.market()
+    assert market.delivery_hash(INTERVAL) == bytes(32)
+    receipt = market.settle_delivery(
+        INTERVAL, [suite.reading(suite.meters[0], KWH, 0), suite.reading(suite.meters[1], 0, KWH)]
+    )
+    settlements = bytes(market.events_in(receipt, "DeliverySettled")[0]["args"]["settlements"])
+    expected = keccak(settlements + pack_positions(result.positions))
+    assert market.delivery_hash(INTERVAL) == expected

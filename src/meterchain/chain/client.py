@@ -694,6 +694,10 @@ class EnergyMarketClient(_ContractClient):
         status, _, _ = self._call("intervalStatus", interval)
         return IntervalStatus(status)
 
+    def delivery_hash(self, interval: int) -> bytes:
+        """keccak256(settlements ‖ positions) of a delivered interval (32 zero bytes before)."""
+        return bytes(self._call("deliveryHash", interval))
+
     def batch_time(self, interval: int) -> int:
         """Unix time the interval's batch settled (0 unless its delivery is pending)."""
         _, batch_time, _ = self._call("intervalStatus", interval)
