@@ -8,9 +8,10 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 
 .PHONY: run test bench lint typecheck pytest contracts clean setup
 
-setup: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP)
+setup: $(SYSTEM_STAMP) $(STAMP) $(NODE_STAMP)
 
-# Debian packages (mosquitto, chromium) from .ci/apt-packages.txt, installed once.
+# Debian packages (mosquitto, chromium, postgresql) from .ci/apt-packages.txt, installed once,
+# before anything else: without them make stops and prints the one command to run.
 $(SYSTEM_STAMP): .ci/apt-packages.txt scripts/install-system-packages.sh
 	scripts/install-system-packages.sh
 	mkdir -p $(VENV) && touch $(SYSTEM_STAMP)
@@ -27,6 +28,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 run: setup
 	$(VENV)/bin/meterchain demo
+	$(VENV)/bin/meterchain web --demo scenarios/fortaleza-street-10.toml --db sqlite:///var/web-demo.db
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
@@ -38,7 +40,7 @@ typecheck: $(STAMP)
 pytest: setup
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+test: $(SYSTEM_STAMP) lint typecheck pytest
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -25,11 +25,13 @@ from web3.types import TxReceipt
 
 from meterchain.agents.messages import (
     Ack,
+    AlarmNotice,
     ClearingNotice,
     DeliveryNotice,
     NoOrder,
     OrderSubmission,
     ReadingSubmission,
+    SignerChanged,
     TariffNotice,
     Tick,
     TradeNotice,
@@ -155,6 +157,7 @@ class MarketAgent(Agent):
         self.delivered: dict[int, DeliveryNotice] = {}
         self.refused: list[str] = []
         self.chain_retries = 0
+        self.monitor: str | None = None  # where refusals go as alarms (agents/monitor.py)
         self._restore()
 
     def _restore(self) -> None:
@@ -192,6 +195,8 @@ class MarketAgent(Agent):
             await self.receive_reading(content)
         elif isinstance(content, TariffNotice):
             self.tariffs = content
+        elif isinstance(content, SignerChanged):  # rotated or revoked: ask the registry again
+            self.signers.pop(content.meter_id, None)
         elif isinstance(content, Tick):
             interval = int(content.interval_start.timestamp())
             if content.phase == "clear":
@@ -251,6 +256,7 @@ class MarketAgent(Agent):
         if problem is not None:
             self.refused.append(problem)
             log.warning("%s refused a reading: %s", self.name, problem)
+            await self._alarm("reading-refused", reading.meter_id, problem)
             return
         kept = self.records.put_once(
             "reading", f"{reading.interval}:{reading.meter_id}", reading.model_dump()
@@ -490,9 +496,15 @@ class MarketAgent(Agent):
                     exc,
                 )
                 self.refused.append(f"reading of meter {meter_id} for interval {interval}: {exc}")
+                await self._alarm("reading-refused", meter_id, f"the chain refused it: {exc}")
                 dropped.append(meter_id)
                 del readings[meter_id]
         raise ChainError(f"gave up settling interval {interval} after dropping {dropped}")
+
+    async def _alarm(self, kind: str, meter_id: str, message: str) -> None:
+        if self.monitor is not None:
+            alarm = AlarmNotice(kind=kind, meter_id=meter_id, message=message, at=datetime.now(UTC))
+            await self.send(self.monitor, Performative.INFORM, alarm)
 
     # ---- the chain ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from meterchain.agents.messages import (
     Ack,
     ClearingNotice,
+    ConfigUpdate,
     CurtailRequest,
     NoOrder,
     OrderSubmission,
@@ -25,6 +26,7 @@ from meterchain.agents.messages import (
     TariffNotice,
     Tick,
 )
+from meterchain.agents.monitor import send_heartbeat
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
 from meterchain.chain.signing import (
@@ -94,6 +96,9 @@ class ProsumerAgent(Agent):
         self.pending_battery_w: dict[str, float] = {}
         self.pending_exchange_wh: dict[str, tuple[float, float]] = {}
         self.last_read_at: datetime | None = None  # on the agent's clock
+        self.monitor: str | None = None  # where heartbeats go (agents/monitor.py), if anywhere
+        self.last_reading: Reading | None = None
+        self.last_meter_error: str | None = None
 
     async def setup(self) -> None:
         await self.bus.join(self.name, self.community)
@@ -118,6 +123,10 @@ class ProsumerAgent(Agent):
             self.curtail[interval_key(content.interval_start)] = content.max_export_w
         elif isinstance(content, ClearingNotice):
             await self.on_cleared(content)
+        elif isinstance(content, ConfigUpdate):  # from the web interface, via the monitor
+            handler = getattr(self.planner, "handler", None)  # agents/board_config.py
+            if handler is not None:
+                await handler.receive(self, envelope, content)
 
     async def read_meter(self) -> Reading:
         """Read with retries and back-off; a bad reading is never recorded."""
@@ -126,12 +135,14 @@ class ProsumerAgent(Agent):
             try:
                 reading = await self.meter.read()
                 self.last_read_at = self.clock.now()
+                self.last_reading, self.last_meter_error = reading, None
                 return reading
             except MeterError as exc:
                 log.warning(
                     "%s: read %d/%d failed: %s", self.name, attempt, self.meter_retries, exc
                 )
                 if attempt == self.meter_retries:
+                    self.last_meter_error = str(exc)
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -165,6 +176,7 @@ class ProsumerAgent(Agent):
                 self.market, Performative.INFORM, NoOrder(meter_id=self.meter_id, interval=interval)
             )
         await self._ack("orders", interval)
+        await send_heartbeat(self, interval, "order")
 
     async def _prepare_orders(self, interval_start: datetime) -> dict[str, object]:
         interval = int(interval_start.timestamp())
@@ -239,6 +251,7 @@ class ProsumerAgent(Agent):
             except MeterError as exc:
                 log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
                 await self._ack("delivery-failed", interval)
+                await send_heartbeat(self, interval, "delivery")
                 return
             message = ReadingMessage(
                 meter_id=meter_id_to_bytes32(self.meter_id),
@@ -259,6 +272,7 @@ class ProsumerAgent(Agent):
             self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
         )
         await self._ack("delivery", interval)
+        await send_heartbeat(self, interval, "delivery")
 
 
 def setpoint_after_trades(
