@@ -120,7 +120,8 @@ class BoardConfigHandler:
                 effective_from=effective,
             )
         relay = RelayState(update.config.relay)
-        if self.config is None or self.config.relay != update.config.relay:
+        current_relay = "on" if self.config is None else self.config.relay  # a board starts on
+        if current_relay != update.config.relay:
             try:
                 await agent.meter.command(SetRelay(relay))
             except MeterError as exc:

@@ -181,8 +181,10 @@ class MonitorAgent(Agent):
 
     async def announce_tariffs(self, tariffs: TariffNotice, grid: str | None = "grid") -> None:
         """New tariffs for the community (and the grid agent, which announces them on)."""
-        self.tariffs = tariffs
-        await self.send(self.community, Performative.INFORM, tariffs)
+        # The feeder's limit is the grid agent's to share out; a board would take it as its own.
+        self.tariffs = tariffs.model_copy(update={"max_export_w": None})
+        await self.send(self.community, Performative.INFORM, self.tariffs)
+        await self.send(self.market, Performative.INFORM, self.tariffs)
         if grid is not None:
             await self.send(grid, Performative.INFORM, tariffs)
 
@@ -591,3 +593,20 @@ def _notice(row: AlarmRow, *, active: bool, at: datetime | None = None) -> Alarm
         active=active,
         at=at or row.started_at,
     )
+
+
+class AlarmListener(Agent):
+    """Anyone on the bus who wants the alarms: joins the `alarms` group, keeps the latest."""
+
+    def __init__(self, name: str, bus: Bus, *, keep: int = 1000) -> None:
+        super().__init__(name, bus)
+        self.keep = keep
+        self.received: list[AlarmNotice] = []
+
+    async def setup(self) -> None:
+        await self.bus.join(self.name, ALARM_GROUP)
+
+    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
+        if isinstance(content, AlarmNotice):
+            self.received.append(content)
+            del self.received[: -self.keep]
