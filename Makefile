@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test bench lint typecheck pytest contracts clean setup
+.PHONY: run test bench lint typecheck pytest contracts clean setup web-assets
 
 setup: $(SYSTEM_STAMP) $(STAMP) $(NODE_STAMP)
 
@@ -44,6 +44,13 @@ test: $(SYSTEM_STAMP) lint typecheck pytest
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# The web interface's front-end files, copied from the pinned npm packages (committed: served
+# locally, no CDN; a test checks they match node_modules).
+web-assets: $(NODE_STAMP)
+	cp node_modules/echarts/dist/echarts.min.js node_modules/htmx.org/dist/htmx.min.js \
+	   node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+	   src/meterchain/web/static/vendor/
 
 contracts: $(NODE_STAMP)
 	node contracts/build.mjs
