@@ -268,7 +268,7 @@ async def test_a_config_ack_and_the_first_plan_with_it_are_recorded(
                 status="sent",
                 requested_by="alice",
                 requested_at=START,
-            )  # fmt: skip
+            )
         )
     try:
         effective = START + timedelta(minutes=15)
