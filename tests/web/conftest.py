@@ -15,3 +15,38 @@ def web(tmp_path: Path) -> Iterator[WebApp]:
     app = make_web_app(f"sqlite:///{tmp_path / 'web.db'}")
     yield app
     app.store.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def live(postgres_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The demo community and the web interface on PostgreSQL, once per session."""
+    from live_harness import LiveWeb
+
+    url = postgres_server.create_database("web_live")  # type: ignore[attr-defined]
+    harness = LiveWeb(url, tmp_path_factory.mktemp("live-demo"))
+    harness.start()
+    yield harness
+    harness.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium, driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make does)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()

@@ -105,7 +105,7 @@ async def send_heartbeat(agent: ProsumerAgent, interval: int, phase: PhaseName) 
             relay=reading.relay.value if fresh and reading else None,
             meter_error=agent.last_meter_error,
             soc_fraction=soc,
-            soc_min_fraction=_soc_min(agent, battery),
+            soc_min_fraction=_soc_min(battery),
             soc_max_fraction=battery.soc_max_fraction if battery is not None else None,
             battery_power_w=setpoint,
             config_version=0 if handler is None else handler.version,
@@ -113,15 +113,9 @@ async def send_heartbeat(agent: ProsumerAgent, interval: int, phase: PhaseName) 
     )
 
 
-def _soc_min(agent: ProsumerAgent, battery: object) -> float | None:
-    if battery is None:
-        return None
-    low = float(getattr(battery, "soc_min_fraction", 0.0))
-    handler = getattr(agent.planner, "handler", None)
-    config = None if handler is None else handler.config
-    if config is not None and config.battery_reserve_fraction is not None:
-        low = max(low, config.battery_reserve_fraction)
-    return low
+def _soc_min(battery: object) -> float | None:
+    """The battery's own lower bound (a reserve above the charge is a plan, not a fault)."""
+    return None if battery is None else float(getattr(battery, "soc_min_fraction", 0.0))
 
 
 class MonitorAgent(Agent):
@@ -372,9 +366,16 @@ class MonitorAgent(Agent):
                 BoardConfigRow.meter_id == meter_id, BoardConfigRow.version == version
             )
         ).first()
-        if row is not None and row.status == "accepted":
+        start = datetime.fromtimestamp(interval, UTC)
+        effective = _aware(row.effective_from) if row is not None else None
+        # A plan made while the update was arriving may carry its version: not yet in force.
+        if (
+            row is not None
+            and row.status == "accepted"
+            and (effective is None or start >= effective)
+        ):
             row.status = "applied"
-            row.applied_at = datetime.fromtimestamp(interval, UTC)
+            row.applied_at = start
 
     async def on_cleared(self, notice: ClearingNotice) -> None:
         now = self.clock.now()
@@ -456,6 +457,9 @@ class MonitorAgent(Agent):
         await self._publish(notices)
 
     async def on_alarm(self, alarm: AlarmNotice) -> None:
+        # The monitor's clock times every alarm (the sender's may be another: a market
+        # agent knows no virtual time).
+        alarm = alarm.model_copy(update={"at": self.clock.now()})
         with self.store.session() as session:
             if alarm.active:
                 instant = alarm.kind in ("reading-refused", "settlement-failed", "order-refused")

@@ -196,6 +196,7 @@ def community(session: Session) -> dict[str, Any]:
         },
         "open_alarms": int(open_alarms or 0),
         "latest": recent[-1] if recent else None,
+        "last_price": next((i["price"] for i in reversed(recent) if i["price"] is not None), None),
     }
 
 
