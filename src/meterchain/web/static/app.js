@@ -32,6 +32,7 @@ function drawCommunity(community) {
   if (power) {
     power.setOption({
       aria: { enabled: true },
+      animation: false,
       grid: { left: 50, right: 16, top: 20, bottom: 60 },
       tooltip: { trigger: "axis" },
       xAxis: { type: "category", data: community.meters.map((m) => m.meter_id), axisLabel: { rotate: 45 } },
@@ -47,6 +48,7 @@ function drawCommunity(community) {
     const times = community.intervals.map((i) => localTime(i.start));
     prices.setOption({
       aria: { enabled: true },
+      animation: false,
       legend: { top: 0 },
       grid: { left: 50, right: 50, top: 36, bottom: 60 },
       tooltip: { trigger: "axis" },
@@ -76,6 +78,7 @@ async function drawMeter() {
   const kwh = (values) => values.map((v) => (v == null ? null : +(v / 1000).toFixed(3)));
   chart("chart-meter").setOption({
     aria: { enabled: true },
+    animation: false,
     legend: { top: 0 },
     grid: { left: 50, right: 50, top: 36, bottom: 60 },
     tooltip: { trigger: "axis" },
@@ -93,6 +96,7 @@ async function drawMeter() {
   let saved = 0;
   chart("chart-balance").setOption({
     aria: { enabled: true },
+    animation: false,
     legend: { top: 0 },
     grid: { left: 60, right: 60, top: 36, bottom: 60 },
     tooltip: { trigger: "axis" },
