@@ -532,7 +532,7 @@ class MonitorAgent(Agent):
         )
         if row is None:
             return []
-        log.warning("%s: alarm %s: %s", self.name, kind, message)
+        log.info("%s: alarm %s: %s", self.name, kind, message)
         return [_notice(row, active=True)]
 
     def _end(

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from eth_utils.address import to_checksum_address
+from sqlalchemy import delete
 
 from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
 from meterchain.agents.bus_local import LocalBus
@@ -47,7 +49,14 @@ from meterchain.sim.community import (
     _tick,
 )
 from meterchain.sim.errors import SimulationError
-from meterchain.store.community import MeterRow
+from meterchain.store.community import (
+    AlarmRow,
+    BoardConfigRow,
+    MarketIntervalRow,
+    MeterIntervalRow,
+    MeterRow,
+    TradeRow,
+)
 from meterchain.store.db import Store, open_store
 from meterchain.store.records import Records
 from meterchain.web.chain_actions import ChainActions
@@ -106,8 +115,15 @@ class DemoCommunity:
         raise KeyError(f"no household with meter {meter_id}")
 
     async def start(self) -> None:
-        """The chain, the meters, the agents, and the web's users and meters."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        """The chain, the meters, the agents, and the web's users and meters.
+
+        A demo starts from nothing: a new chain, new agent stores, and the web database's
+        community tables emptied (its users and their sessions stay).
+        """
+        if self.work_dir.exists():
+            shutil.rmtree(self.work_dir)
+        self.work_dir.mkdir(parents=True)
+        self._forget_last_run()
         scenario = self.scenario
         self.households = _build_households(scenario, self.clock)
         self.chain_setup = await asyncio.to_thread(
@@ -157,6 +173,11 @@ class DemoCommunity:
         for agent in self.agents:
             await agent.start()
         await self._baseline()
+
+    def _forget_last_run(self) -> None:
+        with self.web_store.session() as session:
+            for table in (MeterIntervalRow, MarketIntervalRow, TradeRow, AlarmRow, BoardConfigRow):
+                session.execute(delete(table))
 
     def _seed_web(self, operator_address: str) -> None:
         with self.web_store.session() as session:
