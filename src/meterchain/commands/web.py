@@ -120,7 +120,8 @@ async def _serve(
         settings, demo=demo_options, bus=bus, chain=chain, webhook_url=webhook
     )
     console.print(
-        f"[bold]meterchain web interface:[/] {running.url}  (API docs: {running.url}/docs)"
+        f"[bold]meterchain web interface:[/] {running.url}  (API docs: {running.url}/docs)",
+        soft_wrap=True,
     )
     if running.demo is not None:
         table = Table(title="demo logins")
