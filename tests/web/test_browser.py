@@ -215,6 +215,57 @@ def test_the_community_page_updates_live(page_for: Callable[..., Any], live: Liv
     shot(page, "operator-meters")
 
 
+def test_the_operator_registers_and_rotates_a_meter_and_sets_tariffs_on_chain(
+    page_for: Callable[..., Any], live: LiveWeb
+) -> None:
+    from eth_account import Account
+
+    page = page_for(OPERATOR)
+    signer, new_signer = Account.create().address, Account.create().address
+    owner = live.demo.market_client.sender.account.address
+    page.goto(f"{live.url}/meters")
+    page.fill("#reg-meter_id", "40000099")
+    page.fill("#reg-signer", signer)
+    page.fill("#reg-owner", owner)
+    page.select_option("#reg-protocol", "nbr14522")
+    with page.expect_navigation():
+        page.click("form[action='/meters'] button[type=submit]")
+    assert page.locator("a[href='/meters/40000099']").count() == 1
+    registry = live.demo.market_client.registry
+    assert live.read(lambda: registry.signer_of("40000099")) == (signer, False)
+
+    page.goto(f"{live.url}/meters/40000099")
+    page.fill("#signer", "not an address")
+    with page.expect_navigation():
+        page.click("form[action$='/rotate'] button[type=submit]")
+    assert "0x and 40 hex digits" in page.locator("#form-error").inner_text()
+    assert page.locator("#signer[aria-invalid='true']").count() == 1
+    page.fill("#signer", new_signer)
+    with page.expect_navigation():
+        page.click("form[action$='/rotate'] button[type=submit]")
+    assert live.read(lambda: registry.signer_of("40000099")) == (new_signer, False)
+
+    page.goto(f"{live.url}/community")
+    page.fill("#retail_price", "0,99")
+    page.fill("#feed_in_price", "1,20")  # above retail: refused, and says why
+    with page.expect_navigation():
+        page.click("form[action='/tariffs'] button[type=submit]")
+    assert "above retail_price" in page.locator("#form-error").inner_text()
+    page.fill("#retail_price", "0,99")
+    page.fill("#feed_in_price", "0,20")
+    page.fill("#feeder_export_limit_w", "20000")
+    with page.expect_navigation():
+        page.click("form[action='/tariffs'] button[type=submit]")
+    assert live.read(lambda: live.demo.market_client.tariffs()) == (99, 20)
+    market, grid = live.demo.market, live.demo.grid
+    assert market is not None and grid is not None
+    wait_until(lambda: live.read(lambda: market.tariffs.retail_price) == 0.99, 10, "the market")
+    assert live.read(lambda: grid.feeder_export_limit_w) == 20000
+    _, audit = api(page, "/api/audit")
+    actions = {e["action"] for e in audit}
+    assert {"meter.register", "meter.rotate", "tariffs.set"} <= actions
+
+
 MAIN_PAGES = [
     (None, "/login"),
     (OPERATOR, "/community"),
