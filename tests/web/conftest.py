@@ -27,21 +27,24 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live(postgres_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The demo community and the web interface on PostgreSQL, once per session."""
+    """The demo community and the web interface on PostgreSQL, once for the browser tests
+    (module scope: it stops stepping intervals when they are done)."""
     from live_harness import LiveWeb
 
-    url = postgres_server.create_database("web_live")  # type: ignore[attr-defined]
+    url = postgres_server.create_database()  # type: ignore[attr-defined]
     harness = LiveWeb(url, tmp_path_factory.mktemp("live-demo"))
     harness.start()
     yield harness
     harness.stop()
+    postgres_server.drop_database(url)  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's chromium, driven by Playwright (no browser download)."""
+    """Debian's chromium, driven by Playwright (no browser download). Module scope: the sync
+    API keeps an event loop running in this thread, which asyncio tests after it need free."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
