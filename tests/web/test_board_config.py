@@ -189,3 +189,68 @@ async def test_the_board_acknowledges_keeps_and_refuses_over_the_bus(
         await meter.close()
         await server.close()
         store.close()
+
+
+async def test_a_change_made_in_the_web_reaches_a_board_over_mqtt_and_its_ack_comes_back(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The deployed path: the web's monitor and the board on separate MQTT connections."""
+    from sqlalchemy import select
+
+    from meterchain.agents.broker import start_mosquitto
+    from meterchain.agents.bus_mqtt import MqttBus
+    from meterchain.agents.monitor import MonitorAgent, new_meter
+    from meterchain.store.community import BoardConfigRow
+    from meterchain.web.actions import change_config
+    from meterchain.web.security import create_user
+    from meterchain.web.services import WebServices
+    from meterchain.web.settings import WebSettings
+
+    broker = start_mosquitto()
+    web_store = open_store(f"sqlite:///{tmp_path / 'web.db'}")
+    board_store = open_store(f"sqlite:///{tmp_path / 'board.db'}")
+    model = PhysicalMeter("40000001", clock)
+    server = await start_simulator("modbus", model)
+    meter = open_meter(client_url("modbus", server.port))
+    operator_bus, board_bus = MqttBus(broker.host, broker.port), MqttBus(broker.host, broker.port)
+    monitor = MonitorAgent("monitor", operator_bus, store=web_store, clock=clock)
+    records = Records(board_store, "prosumer-40000001")
+    site = Site(name="40000001", battery=BATTERY)
+    plan_for = ConfiguredPlanner(site, lambda _s, n: ([0.0] * n, [500.0] * n), meter_id="40000001")
+    plan_for.handler = BoardConfigHandler(records, site, step_s=900, timezone="America/Fortaleza")
+    board = ProsumerAgent(
+        "prosumer-40000001", board_bus, meter_id="40000001", meter=meter,
+        signer=Account.create(), domain=MarketDomain(31337, "0x" + "11" * 20),
+        planner=plan_for, records=records, clock=clock,
+    )  # fmt: skip
+    with web_store.session() as session:
+        session.add(new_meter("40000001"))
+        user = create_user(session, "alice", "alice-password", role="prosumer", meter_id="40000001")
+    try:
+        await monitor.start()
+        await board.start()
+        services = WebServices(web_store, WebSettings(), monitor=monitor)
+        stored = await change_config(services, user, "40000001", TradingConfig(max_buy_price=0.7))
+        assert stored["status"] == "sent"
+
+        async def acked() -> BoardConfigRow:
+            while True:
+                with web_store.session() as session:
+                    row = session.scalars(select(BoardConfigRow)).one()
+                    if row.status != "sent":
+                        return row
+                await asyncio.sleep(0.05)
+
+        row = await asyncio.wait_for(acked(), 10)
+        assert row.status == "accepted" and row.effective_from is not None
+        assert plan_for.handler.config == TradingConfig(max_buy_price=0.7)
+    finally:
+        await board.stop()
+        await monitor.stop()
+        await operator_bus.close()
+        await board_bus.close()
+        await meter.close()
+        await server.close()
+        web_store.close()
+        board_store.close()
+        broker.stop()

@@ -168,8 +168,8 @@ def _ticker(
 
 def build_board(config: BoardConfig) -> Running:
     """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
+    from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
     from meterchain.agents.forecasting import BoardForecast
-    from meterchain.agents.planning import DerPlanner
     from meterchain.agents.prosumer import ProsumerAgent
     from meterchain.der.site import Site
     from meterchain.meters.registry import open_meter
@@ -184,12 +184,16 @@ def build_board(config: BoardConfig) -> Running:
     interval_s = config.schedule.interval_s
     forecast = BoardForecast(config.site, records, step_s=interval_s)
     forecast(clock.now(), 1)  # pvlib's first call is slow: pay for it before the first order
-    planner = DerPlanner(
-        Site(name=config.meter_id),
+    site = Site(name=config.meter_id)
+    planner = ConfiguredPlanner(  # the trading device's settings from the web interface
+        site,
         forecast,
         meter_id=config.meter_id,
         horizon_steps=config.site.horizon_steps,
         step_s=interval_s,
+    )
+    planner.handler = BoardConfigHandler(
+        records, site, step_s=interval_s, timezone=config.site.timezone
     )
     agent = ProsumerAgent(
         name,
@@ -207,6 +211,7 @@ def build_board(config: BoardConfig) -> Running:
         decimals=config.decimals,
     )
     agent.tariffs = _tariff_notice(config.tariffs)
+    agent.monitor = config.monitor_agent
     return Running(
         agent,
         bus,
@@ -276,6 +281,7 @@ def build_market(config: MarketConfig) -> Running:
         signer_lookup=lookup,
         chain_retry_max_s=config.chain_retry_max_s,
     )
+    agent.monitor = config.monitor_agent
     return Running(
         agent,
         bus,
