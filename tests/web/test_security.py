@@ -183,3 +183,22 @@ def test_chain_actions_without_a_chain_say_so(web: WebApp) -> None:
     response = operator.post("/api/meters/40000001/revoke", headers=headers)
     assert response.status_code == 400
     assert "no chain connection" in response.json()["detail"]
+
+
+def test_an_alarm_is_acknowledged_once_by_whoever_may_see_it(web: WebApp) -> None:
+    with web.store.session() as session:
+        from meterchain.store.community import AlarmRow
+
+        ids = {row.meter_id: row.id for row in session.query(AlarmRow)}
+    alice = web.login(ALICE[0], ALICE[1])
+    headers = {"X-CSRF-Token": csrf_of(alice)}
+    assert alice.post(f"/api/alarms/{ids[BOB[2]]}/ack", headers=headers).status_code == 404
+    done = alice.post(f"/api/alarms/{ids[ALICE[2]]}/ack", headers=headers)
+    assert done.status_code == 200 and done.json()["acknowledged_by"] == "alice"
+    operator = web.login(OPERATOR[0], OPERATOR[1])
+    again = operator.post(
+        f"/api/alarms/{ids[ALICE[2]]}/ack", headers={"X-CSRF-Token": csrf_of(operator)}
+    )
+    assert again.json()["acknowledged_by"] == "alice"  # the first acknowledgement stands
+    [mine] = alice.get("/api/alarms").json()
+    assert mine["acknowledged_at"] is not None
