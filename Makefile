@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test bench lint typecheck pytest contracts clean setup
+.PHONY: run test bench lint typecheck pytest contracts clean setup web-assets
 
-setup: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP)
+setup: $(SYSTEM_STAMP) $(STAMP) $(NODE_STAMP)
 
-# Debian packages (mosquitto, chromium) from .ci/apt-packages.txt, installed once.
+# Debian packages (mosquitto, chromium, postgresql) from .ci/apt-packages.txt, installed once,
+# before anything else: without them make stops and prints the one command to run.
 $(SYSTEM_STAMP): .ci/apt-packages.txt scripts/install-system-packages.sh
 	scripts/install-system-packages.sh
 	mkdir -p $(VENV) && touch $(SYSTEM_STAMP)
@@ -27,6 +28,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 run: setup
 	$(VENV)/bin/meterchain demo
+	$(VENV)/bin/meterchain web --demo scenarios/fortaleza-street-10.toml --db sqlite:///var/web-demo.db
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
@@ -38,10 +40,17 @@ typecheck: $(STAMP)
 pytest: setup
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+test: $(SYSTEM_STAMP) lint typecheck pytest
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# The web interface's front-end files, copied from the pinned npm packages (committed: served
+# locally, no CDN; a test checks they match node_modules).
+web-assets: $(NODE_STAMP)
+	cp node_modules/echarts/dist/echarts.min.js node_modules/htmx.org/dist/htmx.min.js \
+	   node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+	   src/meterchain/web/static/vendor/
 
 contracts: $(NODE_STAMP)
 	node contracts/build.mjs

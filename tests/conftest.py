@@ -24,3 +24,12 @@ def serial_link() -> Iterator[VirtualSerialLink]:
     """A virtual null-modem cable: `meter_end` for the simulator, `client_end` for the driver."""
     with VirtualSerialLink() as link:
         yield link
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One real PostgreSQL server for the whole session (tests/postgres_server.py)."""
+    from postgres_server import postgres
+
+    with postgres() as server:
+        yield server

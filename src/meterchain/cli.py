@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, device, market, meter, simulate
+from meterchain.commands import agents, chain, device, market, meter, simulate, web
 
 app = typer.Typer(
     name="meterchain",
@@ -20,6 +20,7 @@ app.add_typer(agents.agent_app, name="agent")
 app.add_typer(agents.grid_app, name="grid")
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(simulate.demo)
+app.add_typer(web.app, name="web")
 
 
 if __name__ == "__main__":

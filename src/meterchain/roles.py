@@ -127,6 +127,7 @@ class SiteConfig(RoleModel):
     longitude: float = Field(default=-38.5267, ge=-180, le=180)
     altitude_m: float = 21.0
     horizon_steps: int = Field(default=96, ge=1, le=672)
+    timezone: str = Field(default="America/Fortaleza", description="for deferrable loads' windows")
 
 
 class BoardConfig(RoleModel):
@@ -138,6 +139,7 @@ class BoardConfig(RoleModel):
     meter_retries: int = Field(default=3, ge=1)
     name: str | None = Field(default=None, description="agent name; default prosumer-METER_ID")
     market_agent: str = "market"
+    monitor_agent: str | None = Field(default="monitor", description="heartbeats go here")
     community: str = "community"
     store: str = "sqlite:///var/board.db"
     key: KeyConfig
@@ -160,6 +162,7 @@ class MarketConfig(RoleModel):
 
     name: str = "market"
     community: str = "community"
+    monitor_agent: str | None = Field(default="monitor", description="refusals go here")
     rpc_url: str | None = Field(default=None, description="default: the deployment file's")
     deployment: Path = DEFAULT_DEPLOYMENT
     store: str = "sqlite:///var/market.db"

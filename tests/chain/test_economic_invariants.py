@@ -12,7 +12,9 @@ an interval, which anyone then refunds after the deadline. After every step:
   it for the energy its registers show it moved, but for the energy that really flowed against
   its trades: a meter's gain over pure grid billing of its settled energy is at most
   (retail - feed-in) × Σ min(traded, metered) over its intervals. A trade without energy
-  behind it gains nothing; a withheld reading gains nothing.
+  behind it gains nothing; a withheld reading gains nothing. (What a meter could not pay, the
+  grid absorbs as a `Shortfall`: that is a debt to the utility, counted as owed here; the
+  locks make sure no trade ever leaves one.)
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class MeterModel:
     # tariffs would have given it for the energy the chain settled.
     grid_value_milli: int = 0  # export × feed-in - import × retail, settled energy
     flowed_wh: int = 0  # Σ min(traded, metered) over its intervals
+    unpaid: int = 0  # what it could not pay (Shortfall): a debt to the utility, not a gain
 
 
 class EconomicMachine(RuleBasedStateMachine):
@@ -296,6 +299,7 @@ class EconomicMachine(RuleBasedStateMachine):
             result = settle_meter(position, energy, RETAIL, FEED_IN)
             funds = model.balance + result.credits
             paid = min(result.debit, funds)
+            model.unpaid += result.debit - paid
             model.balance = funds - paid
             self.locked -= result.locked
             grid_change += paid - (result.credits - result.locked)
@@ -365,7 +369,7 @@ class EconomicMachine(RuleBasedStateMachine):
         for model in self.models:
             if self.void or self.locked:  # locks still out: the books are open
                 continue
-            money_milli = (model.balance + model.withdrawn - START_BALANCE) * 1000
+            money_milli = (model.balance + model.withdrawn - START_BALANCE - model.unpaid) * 1000
             gain_milli = money_milli - model.grid_value_milli
             assert gain_milli <= SPREAD * model.flowed_wh, (
                 f"{model.meter.name} gained {gain_milli / 1000} units over the grid's tariffs "

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import LargeBinary, event, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from meterchain.store.db import Base, StoreError, StoreFull, StoreLocked, open_store
+from meterchain.store.db import Base, Store, StoreError, StoreFull, StoreLocked, open_store
 
 
 class BlobRow(Base):
@@ -19,6 +19,13 @@ class BlobRow(Base):
     __tablename__ = "test_blobs"
     id: Mapped[int] = mapped_column(primary_key=True)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+def _store_with_blobs(url: str, **kwargs: Any) -> Store:
+    """A store with this module's test table (outside the migrations) created too."""
+    store = open_store(url, **kwargs)
+    store.create_all()
+    return store
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
@@ -35,6 +42,7 @@ def test_the_database_directory_is_created(tmp_path: Path) -> None:
 
 def test_tables_of_other_areas_are_created_from_base(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    store.create_all()
     with store.session() as session:
         session.add(BlobRow(payload=b"x"))
     with store.session() as session:
@@ -42,7 +50,7 @@ def test_tables_of_other_areas_are_created_from_base(tmp_path: Path) -> None:
 
 
 def test_a_failed_session_rolls_back(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    store = _store_with_blobs(f"sqlite:///{tmp_path / 'm.db'}")
     with pytest.raises(RuntimeError), store.session() as session:
         session.add(BlobRow(payload=b"x"))
         session.flush()
@@ -52,7 +60,7 @@ def test_a_failed_session_rolls_back(tmp_path: Path) -> None:
 
 
 def test_a_full_database_says_it_is_full(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    store = _store_with_blobs(f"sqlite:///{tmp_path / 'm.db'}")
 
     @event.listens_for(store.engine, "connect")
     def _tiny(dbapi_connection: Any, _record: Any) -> None:
@@ -67,7 +75,7 @@ def test_a_full_database_says_it_is_full(tmp_path: Path) -> None:
 
 def test_a_locked_database_says_it_is_locked(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
-    store = open_store(f"sqlite:///{path}", busy_timeout_ms=50)
+    store = _store_with_blobs(f"sqlite:///{path}", busy_timeout_ms=50)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,8 +13,10 @@ SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Outbox:
-    return Outbox(open_store(f"sqlite:///{tmp_path / 'm.db'}"))
+def outbox(store_url: str) -> Iterator[Outbox]:
+    store = open_store(store_url)
+    yield Outbox(store)
+    store.close()
 
 
 def record(outbox: Outbox, key: str, nonce: int) -> None:
@@ -65,8 +67,11 @@ def test_a_dropped_transaction_can_be_replaced_under_its_key(outbox: Outbox) -> 
     assert replaced.error is None
 
 
-def test_the_outbox_survives_reopening_the_store(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    record(Outbox(open_store(url)), "a", 1)
-    entry = Outbox(open_store(url)).get("a")
+def test_the_outbox_survives_reopening_the_store(store_url: str) -> None:
+    first = open_store(store_url)
+    record(Outbox(first), "a", 1)
+    first.close()
+    again = open_store(store_url)
+    entry = Outbox(again).get("a")
+    again.close()
     assert entry is not None and entry.nonce == 1

@@ -45,6 +45,10 @@ class GridAgent(Agent):
             await self.send(receiver, Performative.REQUEST, request)
 
     async def handle(self, envelope: Envelope, content: BaseModel) -> None:
+        if isinstance(content, TariffNotice):  # the operator's new tariffs and feeder limit
+            self.tariffs = content.model_copy(update={"max_export_w": None})
+            if content.max_export_w is not None:
+                self.feeder_export_limit_w = content.max_export_w or None
         if isinstance(content, Tick) and content.phase == "order":
             await self.announce()
             if self.feeder_export_limit_w is not None and self.prosumers:

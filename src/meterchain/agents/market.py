@@ -26,11 +26,13 @@ from web3.types import TxReceipt
 
 from meterchain.agents.messages import (
     Ack,
+    AlarmNotice,
     ClearingNotice,
     DeliveryNotice,
     NoOrder,
     OrderSubmission,
     ReadingSubmission,
+    SignerChanged,
     TariffNotice,
     Tick,
     TradeNotice,
@@ -198,6 +200,7 @@ class MarketAgent(Agent):
         self.delivered: dict[int, DeliveryNotice] = {}
         self.refused: list[str] = []
         self.chain_retries = 0
+        self.monitor: str | None = None  # where refusals go as alarms (agents/monitor.py)
         self._restore()
 
     def _restore(self) -> None:
@@ -235,6 +238,8 @@ class MarketAgent(Agent):
             await self.receive_reading(content)
         elif isinstance(content, TariffNotice):
             self.tariffs = content
+        elif isinstance(content, SignerChanged):  # rotated or revoked: ask the registry again
+            self.meters.pop(content.meter_id, None)
         elif isinstance(content, Tick):
             interval = int(content.interval_start.timestamp())
             if content.phase == "clear":
@@ -329,6 +334,7 @@ class MarketAgent(Agent):
         if problem is not None:
             self.refused.append(problem)
             log.warning("%s refused a reading: %s", self.name, problem)
+            await self._alarm("reading-refused", reading.meter_id, problem)
             return
         kept = self.records.put_once(
             "reading", f"{reading.interval}:{reading.meter_id}", reading.model_dump()
@@ -605,7 +611,7 @@ class MarketAgent(Agent):
                 )
                 tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
                 gas = int(receipt["gasUsed"])
-                self._report_rejections(interval, receipt)
+                await self._report_rejections(interval, receipt)
             except ChainError as exc:
                 log.error("%s: delivery of interval %d not settled: %s", self.name, interval, exc)
                 error = str(exc)
@@ -651,8 +657,8 @@ class MarketAgent(Agent):
             )
         return kept
 
-    def _report_rejections(self, interval: int, receipt: TxReceipt) -> None:
-        """Log (and keep) every reading the chain refused, with the reason."""
+    async def _report_rejections(self, interval: int, receipt: TxReceipt) -> None:
+        """Log, keep and raise an alarm for every reading the chain refused, with the reason."""
         for event in self.market.events_in(receipt, "ReadingRejected"):
             meter_id = bytes32_to_meter_id(bytes(event["args"]["meterId"]))
             reason = RejectReason(int(event["args"]["reason"]))
@@ -662,6 +668,9 @@ class MarketAgent(Agent):
             )
             self.refused.append(problem)
             log.warning("%s: %s", self.name, problem)
+            await self._alarm(
+                "reading-refused", meter_id, f"the chain refused it: {reason.explanation}"
+            )
 
     async def void_interval(self, interval: int, reason: str) -> None:
         """Give an interval's locked credit back (the operator may refund at any time): its
@@ -679,6 +688,11 @@ class MarketAgent(Agent):
         log.info(
             "%s: interval %d void (%s); its locked credit refunded", self.name, interval, reason
         )
+
+    async def _alarm(self, kind: str, meter_id: str, message: str) -> None:
+        if self.monitor is not None:
+            alarm = AlarmNotice(kind=kind, meter_id=meter_id, message=message, at=datetime.now(UTC))
+            await self.send(self.monitor, Performative.INFORM, alarm)
 
     # ---- the chain ----------------------------------------------------------------------------
 

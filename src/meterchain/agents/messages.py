@@ -186,3 +186,95 @@ class DeviceAlarmNotice(Content):
     message: str
     active: bool
     at: datetime
+
+
+# ---- the web interface's round trips and monitoring (agents/board_config.py, agents/monitor.py)
+
+
+class DeferrableLoadSetting(Content):
+    """A load the board may place anywhere in a daily window (local time, HH:MM)."""
+
+    name: str = Field(min_length=1, max_length=40)
+    energy_wh: float = Field(gt=0, le=100_000)
+    max_power_w: float = Field(gt=0, le=50_000)
+    window_start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    window_end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class TradingConfig(Content):
+    """How a board trades: the prosumer sets it in the web interface, the board applies it.
+
+    `optimiser` plans with the MILP and clamps its orders' limits to the two prices;
+    `fixed` bids the forecast net load at `max_buy_price` and offers surplus at
+    `min_sell_price`, leaving the battery idle. Prices are currency units per kWh.
+    """
+
+    strategy: Literal["optimiser", "fixed"] = "optimiser"
+    max_buy_price: float | None = Field(default=None, ge=0, le=100)
+    min_sell_price: float | None = Field(default=None, ge=0, le=100)
+    battery_reserve_fraction: float | None = Field(default=None, ge=0, le=1)
+    target_soc_fraction: float | None = Field(default=None, ge=0, le=1)
+    deferrable_loads: list[DeferrableLoadSetting] = Field(default_factory=list, max_length=8)
+    relay: Literal["on", "off"] = "on"
+
+
+@content_type("board-config")
+class ConfigUpdate(Content):
+    """A new configuration for one board's trading device (version increases per meter)."""
+
+    meter_id: str
+    version: int = Field(gt=0)
+    config: TradingConfig
+    requested_by: str
+
+
+@content_type("board-config-ack")
+class ConfigAck(Content):
+    """The board's answer: accepted from `effective_from` (the next interval it plans), or
+    refused with the reason."""
+
+    meter_id: str
+    version: int
+    accepted: bool
+    reason: str | None = None
+    effective_from: datetime | None = None
+
+
+@content_type("heartbeat")
+class Heartbeat(Content):
+    """A board is alive: what its meter said (or why it did not), its battery, its config."""
+
+    meter_id: str
+    interval: int
+    phase: PhaseName
+    at: datetime
+    import_wh: float | None = None
+    export_wh: float | None = None
+    power_w: float | None = None
+    voltage_v: float | None = None
+    relay: str | None = None
+    meter_error: str | None = None
+    soc_fraction: float | None = None
+    soc_min_fraction: float | None = None
+    soc_max_fraction: float | None = None
+    battery_power_w: float | None = None
+    config_version: int = 0
+
+
+@content_type("alarm")
+class AlarmNotice(Content):
+    """Something wrong, raised (or cleared: `active` false) by an agent or the monitor."""
+
+    kind: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    meter_id: str | None = None
+    message: str
+    active: bool = True
+    at: datetime
+
+
+@content_type("signer-changed")
+class SignerChanged(Content):
+    """The operator rotated or revoked a meter's key: forget what was known of its signer."""
+
+    meter_id: str

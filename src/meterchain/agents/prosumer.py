@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from meterchain.agents.messages import (
     Ack,
     ClearingNotice,
+    ConfigUpdate,
     CurtailRequest,
     DeviceAlarmNotice,
     NoOrder,
@@ -28,6 +29,7 @@ from meterchain.agents.messages import (
     TariffNotice,
     Tick,
 )
+from meterchain.agents.monitor import send_heartbeat
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
 from meterchain.chain.signing import (
@@ -105,6 +107,9 @@ class ProsumerAgent(Agent):
         self.pending_exchange_wh: dict[str, tuple[float, float]] = {}
         self.pending_loads_w: dict[str, dict[str, float]] = {}
         self.last_read_at: datetime | None = None  # on the agent's clock
+        self.monitor: str | None = None  # where heartbeats go (agents/monitor.py), if anywhere
+        self.last_reading: Reading | None = None
+        self.last_meter_error: str | None = None
 
     async def setup(self) -> None:
         await self.bus.join(self.name, self.community)
@@ -131,6 +136,10 @@ class ProsumerAgent(Agent):
             await self._limit_export(key)  # now, not at the next interval
         elif isinstance(content, ClearingNotice):
             await self.on_cleared(content)
+        elif isinstance(content, ConfigUpdate):  # from the web interface, via the monitor
+            handler = getattr(self.planner, "handler", None)  # agents/board_config.py
+            if handler is not None:
+                await handler.receive(self, envelope, content)
 
     async def read_meter(self) -> Reading:
         """Read with retries and back-off; a bad reading is never recorded."""
@@ -139,12 +148,14 @@ class ProsumerAgent(Agent):
             try:
                 reading = await self.meter.read()
                 self.last_read_at = self.clock.now()
+                self.last_reading, self.last_meter_error = reading, None
                 return reading
             except MeterError as exc:
                 log.warning(
                     "%s: read %d/%d failed: %s", self.name, attempt, self.meter_retries, exc
                 )
                 if attempt == self.meter_retries:
+                    self.last_meter_error = str(exc)
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -181,6 +192,7 @@ class ProsumerAgent(Agent):
                 self.market, Performative.INFORM, NoOrder(meter_id=self.meter_id, interval=interval)
             )
         await self._ack("orders", interval)
+        await send_heartbeat(self, interval, "order")
 
     async def _prepare_orders(self, interval_start: datetime) -> dict[str, object]:
         interval = int(interval_start.timestamp())
@@ -271,6 +283,7 @@ class ProsumerAgent(Agent):
             except MeterError as exc:
                 log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
                 await self._ack("delivery-failed", interval)
+                await send_heartbeat(self, interval, "delivery")
                 return
             if self.records.get("orders", key) and self.records.get("trades", key) is None:
                 await self._fall_back(key, reading)  # ordered, never heard the clearing
@@ -303,6 +316,7 @@ class ProsumerAgent(Agent):
             self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
         )
         await self._ack("delivery", interval)
+        await send_heartbeat(self, interval, "delivery")
 
     # ---------------------------------------------------------------- devices (devices/board.py)
 

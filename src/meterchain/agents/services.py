@@ -168,8 +168,9 @@ def _ticker(
 
 def build_board(config: BoardConfig) -> Running:
     """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
+    from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
     from meterchain.agents.forecasting import BoardForecast
-    from meterchain.agents.planning import DailyLoad, DailyLoads, DerPlanner
+    from meterchain.agents.planning import DailyLoad, DailyLoads
     from meterchain.agents.prosumer import ProsumerAgent
     from meterchain.der.site import Battery, Site
     from meterchain.devices.board import open_board_devices
@@ -194,8 +195,9 @@ def build_board(config: BoardConfig) -> Running:
             max_charge_power_w=devices.battery_max_w,
             max_discharge_power_w=devices.battery_max_w,
         )
-    planner = DerPlanner(
-        Site(name=config.meter_id, battery=battery),
+    site = Site(name=config.meter_id, battery=battery)
+    planner = ConfiguredPlanner(  # the trading device's settings from the web interface
+        site,
         forecast,
         meter_id=config.meter_id,
         horizon_steps=config.site.horizon_steps,
@@ -215,6 +217,9 @@ def build_board(config: BoardConfig) -> Running:
             ]
         ),
     )
+    planner.handler = BoardConfigHandler(
+        records, site, step_s=interval_s, timezone=config.site.timezone
+    )
     agent = ProsumerAgent(
         name,
         bus,
@@ -233,6 +238,7 @@ def build_board(config: BoardConfig) -> Running:
         alarms_to=devices.alarms_to,
     )
     agent.tariffs = _tariff_notice(config.tariffs)
+    agent.monitor = config.monitor_agent
     return Running(
         agent,
         bus,
@@ -295,6 +301,7 @@ def build_market(config: MarketConfig) -> Running:
         decimals=decimals,
         chain_retry_max_s=config.chain_retry_max_s,
     )
+    agent.monitor = config.monitor_agent
     return Running(
         agent,
         bus,

@@ -57,8 +57,19 @@ class Store:
         with translate_errors(self.url), self.sessions() as session, session.begin():
             yield session
 
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (see `meterchain.store.migrate`)."""
+        from meterchain.store.migrate import upgrade
+
+        with translate_errors(self.url):
+            upgrade(self.engine)
+
     def create_all(self) -> None:
-        """Create every table registered on Base that does not exist yet."""
+        """Create every table registered on Base that does not exist yet.
+
+        The store's own tables come from the migrations (`migrate`); this is for tables a
+        test or a plug-in defines on Base outside them.
+        """
         with translate_errors(self.url):
             Base.metadata.create_all(self.engine)
 
@@ -90,7 +101,7 @@ def open_store(
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     echo: bool = False,
 ) -> Store:
-    """Open (and by default create) the database at `url`.
+    """Open (and by default create or upgrade, with the Alembic migrations) the database.
 
     For SQLite files the parent directory is created, the journal is switched to WAL (readers
     never block the writer) and a busy timeout makes writers wait for each other instead of
@@ -123,10 +134,11 @@ def open_store(
         _configure_sqlite(engine, busy_timeout_ms)
     store = Store(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
     if create:
-        # Import the tables this package defines so create_all knows them.
-        from meterchain.store import outbox  # noqa: F401
-
-        store.create_all()
+        try:
+            store.migrate()
+        except BaseException:
+            engine.dispose()
+            raise
     return store
 
 

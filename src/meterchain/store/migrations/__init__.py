@@ -1,0 +1,1 @@
+"""Alembic migrations of the meterchain store (run by `meterchain.store.migrate`)."""

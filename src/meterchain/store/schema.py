@@ -1,0 +1,16 @@
+"""Every table the migrations manage, registered on one metadata (for Alembic's comparisons)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from meterchain.store.db import Base
+
+HEAD_REVISION = "0002"
+
+
+def metadata() -> MetaData:
+    """Base's metadata with every store module's tables imported onto it."""
+    from meterchain.store import accounts, community, outbox, records  # noqa: F401
+
+    return Base.metadata
