@@ -227,6 +227,9 @@ def _build(
         for t, load in enumerate(problem.load_w)
     ]
     export_ub = [min(export_limit, pv + discharge_max) for pv in problem.pv_w]
+    if battery is not None and not battery.grid_discharging:
+        # Only the PV surplus over the base load may leave the site (see below).
+        export_ub = [min(ub, s) for ub, s in zip(export_ub, _surplus_w(problem), strict=True)]
     import_cost = [scale * buy * step_h / 1000.0 for buy in problem.buy_price_per_kwh]
     export_cost = [-scale * sell * step_h / 1000.0 for sell in problem.sell_price_per_kwh]
     if first_step_net_w is not None:
@@ -365,8 +368,18 @@ def _build(
         # Surplus users share the PV that is neither used by the base load nor curtailed.
         model.row([*users, layout.curt[t]], [1.0] * (len(users) + 1), -_INF, surplus[t])
     if battery is not None and not battery.grid_discharging:
-        for t in range(steps):  # export only PV: the battery never feeds the grid
+        # The battery never feeds the grid: what the site exports is PV that the site does not
+        # consume (base load, deferrable loads, charging) in that step. Export is bounded by the
+        # surplus over the base load above; and no step both exports and discharges, since a
+        # discharging battery that runs a load frees the PV that load would have used.
+        for t in range(steps):
             model.row([layout.exp[t], layout.curt[t]], [1.0, 1.0], -_INF, problem.pv_w[t])
+            if export_ub[t] > 0 and discharge_max > 0:
+                exporting = model.binary(layout.exp[t])  # 1: may export, 0: may discharge
+                model.row([layout.exp[t], exporting], [1.0, -export_ub[t]], -_INF, 0.0)
+                model.row(
+                    [layout.discharge[t], exporting], [1.0, discharge_max], -_INF, discharge_max
+                )
 
     for t in range(steps):
         cols = [layout.imp[t], layout.exp[t], layout.curt[t]]
