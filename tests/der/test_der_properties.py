@@ -16,7 +16,7 @@ from meterchain.der import (
     optimise,
     run_baseline,
 )
-from meterchain.der.optimiser import OBJECTIVE_SCALE, _build
+from meterchain.der.formulation import OBJECTIVE_SCALE, Formulation
 
 TOL = 1e-4
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -186,12 +186,12 @@ def test_lp_shortcuts_find_the_same_optimum_as_branch_and_bound(problem: DerProb
         plan = optimise(problem)
     except InfeasibleProblem:
         return
-    model, _ = _build(problem)
-    solver = model.highs(time_limit_s=10.0, mip_rel_gap=1e-9)
+    formulation = Formulation(problem)
+    values = formulation.values(problem)
+    solver = formulation.milp.highs(values, time_limit_s=10.0, mip_rel_gap=1e-9)
     solver.run()
     best = solver.getInfo().objective_function_value / OBJECTIVE_SCALE
-    objective = plan.cost + plan.battery_wear_cost + plan.penalty
-    assert objective == pytest.approx(best, rel=1e-6, abs=1e-6)
+    assert plan.objective == pytest.approx(best, rel=1e-6, abs=1e-6)
 
 
 @FAST
