@@ -27,6 +27,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from meterchain.der.milp import INF, FloatArray, IntArray, Milp, MilpBuilder, MilpValues
 from meterchain.der.site import Battery, DeferrableLoad, DerProblem, ThermalLoad
@@ -224,6 +225,7 @@ class ReadOff:
 
     indicator_bins: IntArray
     indicator_cols: IntArray
+    indicator_k: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     # a start binary is 1 where its `on` column is positive and the one before it is not
     switch_bins: list[int] = field(default_factory=list)
     switch_on: list[int] = field(default_factory=list)
@@ -351,6 +353,9 @@ class Formulation:
             if self.grid_mode is not None
             else None
         )
+        self.read_off.indicator_k = np.asarray(
+            [where[int(c)] for c in self.read_off.indicator_bins], dtype=np.int64
+        )
         self.fence_k = (
             np.asarray([where[int(c)] for c in self.fence], dtype=np.int64)
             if self.fence is not None
@@ -376,8 +381,9 @@ class Formulation:
         mode = b.binaries_(steps) if both else None  # 1: may charge, 0: may discharge
         # per step: the SoC balance, then the two rows of the mode binary
         soc_first = [(np.asarray([[soc[0], charge[0], discharge[0]]]), [flows], 0.0, 0.0)]
-        soc_rest = [(np.stack([soc[1:], charge[1:], discharge[1:], soc[:-1]], 1),
-                     [*flows, -1.0], 0.0, 0.0)]  # fmt: skip
+        soc_rest = [
+            (np.stack([soc[1:], charge[1:], discharge[1:], soc[:-1]], 1), [*flows, -1.0], 0.0, 0.0)
+        ]
         mode_blocks = []
         if mode is not None:
             charge_max, discharge_max = battery.max_charge_power_w, battery.max_discharge_power_w
@@ -743,6 +749,8 @@ class Formulation:
             assert lay.program_rows is not None and lay.program_count_row is not None
             program = lay.program
             v.col_upper[lay.power] = np.where(in_window, max(program), 0.0)
+            if load.surplus_only:
+                v.col_upper[lay.power] = np.minimum(v.col_upper[lay.power], surplus)
             running = np.zeros(steps)
             allowed = np.zeros(steps)
             if state.program_step is not None:

@@ -112,6 +112,7 @@ class KeptModel:
             self.held, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap
         )
         self.time_limit_s = time_limit_s
+        self.mip_rel_gap = mip_rel_gap
         self.problem = problem
         self.last_x: FloatArray | None = None
 
@@ -143,8 +144,8 @@ class KeptModel:
         2. Else the deferrable loads' on/off pattern is guessed from it (the start the
            relaxation leaned on most, the steps a semi-continuous load used most), fixed, and
            the LP solved again. If that plan's cost equals the relaxation's bound it is
-           optimal; if not, it becomes the MILP's starting solution (or `start`, a solution the
-           caller knows, e.g. the last plan shifted by one step, if that is feasible).
+           optimal; if not, it becomes the MILP's starting solution (else the binaries of
+           `start`, a solution the caller knows such as the last plan shifted by one step).
         3. HiGHS's branch and bound.
         """
         began = time.perf_counter() if started is None else started
@@ -154,13 +155,15 @@ class KeptModel:
             if isinstance(relaxed, Solved):
                 self._set_integrality(self.held.integral)
                 return relaxed
-            hint = relaxed
-            if hint is None and start is not None and self._feasible(start):
-                hint = start
             self._set_integrality(self.held.integral)
-            if hint is not None:
-                everything = np.arange(len(hint), dtype=np.int32)
-                self.solver.setSolution(len(hint), everything, hint)
+            if relaxed is not None:
+                everything = np.arange(len(relaxed), dtype=np.int32)
+                self.solver.setSolution(len(relaxed), everything, relaxed)
+            elif start is not None:
+                # the binaries of a known plan: HiGHS completes them into a start if it can
+                binaries = self.formulation.milp.binaries[integral]
+                values = np.clip(np.round(start[binaries]), 0.0, 1.0)
+                self.solver.setSolution(len(binaries), binaries, values)
         self.solver.run()
         status = self.solver.getModelStatus()
         if status in _INFEASIBLE:
@@ -218,11 +221,6 @@ class KeptModel:
             )
             self._set_integrality(self.held.integral)
 
-    def _feasible(self, x: FloatArray) -> bool:
-        return len(x) == self.formulation.milp.n_cols and self.formulation.milp.satisfied(
-            self.held, x
-        )
-
     def _relaxation_first(self) -> Solved | FloatArray | None:
         """An optimal Solved found by LPs alone; else a starting solution for the MILP (or
         None). Leaves integrality off; the caller restores it."""
@@ -238,7 +236,7 @@ class KeptModel:
             return Solved(read, "lp-relaxation", True, 0.0)
         bound = float(self.solver.getInfo().objective_function_value)
         price = (
-            [float(solution.row_dual[r]) for r in self.formulation.balance_rows]
+            np.asarray(solution.row_dual, dtype=np.float64)[self.formulation.balance_rows].tolist()
             if solution.dual_valid
             else None
         )
@@ -254,7 +252,9 @@ class KeptModel:
                 read = self.read_binaries(repaired)
                 if read is not None:
                     cost = float(self.solver.getInfo().objective_function_value)
-                    if cost <= bound + 1e-9 * max(1.0, abs(bound)):
+                    # the relaxation bounds the MILP from below: within the gap, it is optimal
+                    gap = max(1e-9, self.mip_rel_gap)
+                    if cost <= bound + gap * max(1.0, abs(bound)):
                         self._restore_binaries()
                         return Solved(read, "lp-relaxation-repaired", True, 0.0)
                     start = read
@@ -268,10 +268,8 @@ class KeptModel:
         holds; None if not."""
         form, held, problem = self.formulation, self.held, self.problem
         candidate = x.copy()
-        binaries = form.milp.binaries
-        integral_cols = set(binaries[held.integral].tolist())
         read = form.read_off
-        mask = np.asarray([int(c) in integral_cols for c in read.indicator_bins], dtype=np.bool_)
+        mask = held.integral[read.indicator_k]
         if mask.any():
             positive = x[read.indicator_cols[mask]] > 1e-6
             candidate[read.indicator_bins[mask]] = positive.astype(np.float64)
@@ -662,6 +660,14 @@ def precheck(problem: DerProblem) -> list[str]:
                 problems.append(
                     f"deferrable load {load.name!r} runs a {len(program)}-step program but its "
                     f"window {_window(load)} has only {len(load.window)} steps; widen its window"
+                )
+            elif load.surplus_only and not any(
+                all(p <= surplus[a + k] + 1e-9 for k, p in enumerate(program))
+                for a in range(load.start_step, load.end_step - len(program) + 1)
+            ):
+                problems.append(
+                    f"{where} from PV surplus only, but the forecast surplus over the base load "
+                    f"is too small for its {len(program)}-step program at any start"
                 )
             continue
         at_full_power = load.max_power_w * len(load.window) * step_h
