@@ -39,10 +39,15 @@ TOLERANCE_WH = 1e-3
 
 def penalty_per_kwh(problem: DerProblem) -> float:
     """The price of a soft constraint: above any gain a kWh could bring in this problem."""
-    prices = [*problem.buy_price_per_kwh, *problem.sell_price_per_kwh]
+    dearest = max(
+        max(abs(p) for p in problem.buy_price_per_kwh),
+        max(abs(p) for p in problem.sell_price_per_kwh),
+    )
     for load in problem.deferrable_loads:
-        prices.extend(load.price_at(t) for t in range(problem.steps))
-    dearest = max(abs(p) for p in prices)
+        price = load.price_per_kwh
+        dearest = max(
+            dearest, abs(price) if isinstance(price, int | float) else max(map(abs, price))
+        )
     for charge in problem.demand_charges:
         # one kWh more in a step can raise the demand by 1/h kW, and start an overrun
         dearest += charge.price_per_kw * (1 + charge.overrun_multiplier) / problem.step_h
@@ -737,8 +742,7 @@ class Formulation:
         upper = np.where(in_window, load.max_power_w, 0.0)
         if load.surplus_only:
             upper = np.minimum(upper, surplus)
-        prices = np.asarray([load.price_at(t) for t in range(steps)])
-        v.col_cost[lay.power] = per_w * prices
+        v.col_cost[lay.power] = per_w * np.asarray(load.price_per_kwh, dtype=np.float64)
         v.row_lower[lay.energy_row] = load.least_energy_wh
         v.row_upper[lay.energy_row] = load.energy_wh
         if lay.short is not None and lay.over is not None:

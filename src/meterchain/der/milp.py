@@ -193,9 +193,9 @@ class Milp:
     defaults: MilpValues
 
     def highs(
-        self, values: MilpValues, *, time_limit_s: float, mip_rel_gap: float
+        self, values: MilpValues, *, time_limit_s: float, mip_rel_gap: float, relaxed: bool = False
     ) -> highspy.Highs:
-        """A HiGHS instance holding this model with `values`."""
+        """A HiGHS instance holding this model with `values` (its LP relaxation if `relaxed`)."""
         solver = highspy.Highs()  # type: ignore[no-untyped-call]
         solver.setOptionValue("output_flag", False)
         solver.setOptionValue("time_limit", float(time_limit_s))
@@ -222,13 +222,16 @@ class Milp:
             self.row_index,
             self.row_value,
         )
-        if len(self.binaries):
+        if len(self.binaries) and not relaxed:
             kinds = values.integral.astype(np.uint8)
             solver.changeColsIntegrality(len(self.binaries), self.binaries, kinds)
         return solver
 
-    def push(self, solver: highspy.Highs, held: MilpValues, new: MilpValues) -> None:
-        """Edit `solver` (holding `held`) to hold `new`: only what changed is sent."""
+    def push(
+        self, solver: highspy.Highs, held: MilpValues, new: MilpValues, *, relaxed: bool = False
+    ) -> None:
+        """Edit `solver` (holding `held`) to hold `new`: only what changed is sent. A `relaxed`
+        solver keeps every binary continuous (its caller sets integrality when it needs it)."""
         changed = np.flatnonzero(
             (held.col_lower != new.col_lower) | (held.col_upper != new.col_upper)
         ).astype(np.int32)
@@ -250,7 +253,7 @@ class Milp:
             solver.changeCoeff(int(self.coef_rows[k]), int(self.coef_cols[k]), float(new.coef[k]))
         self.row_value[self.coef_positions] = new.coef
         changed = np.flatnonzero(held.integral != new.integral).astype(np.int32)
-        if len(changed):
+        if len(changed) and not relaxed:
             solver.changeColsIntegrality(
                 len(changed), self.binaries[changed], new.integral[changed].astype(np.uint8)
             )

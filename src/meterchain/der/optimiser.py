@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 _SLACK_WH = 1e-6  # what the diagnosis counts as a broken constraint
+_REPAIR_ALTERNATIVES = 3  # other program starts tried before branch and bound
 _INF = math.inf
 
 
@@ -93,8 +94,9 @@ class KeptModel:
 
     `load(problem)` pushes the problem's bounds, costs and coefficients (only what changed);
     `solve()` finds the optimum, from the LP relaxation when it can; `polish(x)` fixes the
-    binaries and returns the LP's duals. Every temporary change (relaxed integrality, fixed
-    binaries) is undone before it returns, so the model always holds exactly the last problem.
+    binaries and returns the LP's duals. HiGHS holds the LP relaxation between solves (the
+    binaries are made integral only for branch and bound), and every temporary change (fixed
+    binaries) is undone before a method returns.
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class KeptModel:
         self.formulation = Formulation(problem, elastic=elastic)
         self.held = self.formulation.values(problem, pin_first_step_w=pin_first_step_w)
         self.solver = self.formulation.milp.highs(
-            self.held, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap
+            self.held, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap, relaxed=True
         )
         self.time_limit_s = time_limit_s
         self.mip_rel_gap = mip_rel_gap
@@ -122,7 +124,7 @@ class KeptModel:
 
     def load(self, problem: DerProblem, *, pin_first_step_w: float | None = None) -> None:
         values = self.formulation.values(problem, pin_first_step_w=pin_first_step_w)
-        self.formulation.milp.push(self.solver, self.held, values)
+        self.formulation.milp.push(self.solver, self.held, values, relaxed=True)
         self.held = values
         self.problem = problem
 
@@ -150,12 +152,12 @@ class KeptModel:
         """
         began = time.perf_counter() if started is None else started
         integral = self.held.integral
-        if integral.any():
+        mixed = bool(integral.any())
+        if mixed:
             relaxed = self._relaxation_first()
             if isinstance(relaxed, Solved):
-                self._set_integrality(self.held.integral)
                 return relaxed
-            self._set_integrality(self.held.integral)
+            self._set_integrality(integral)
             if relaxed is not None:
                 everything = np.arange(len(relaxed), dtype=np.int32)
                 self.solver.setSolution(len(relaxed), everything, relaxed)
@@ -164,21 +166,25 @@ class KeptModel:
                 binaries = self.formulation.milp.binaries[integral]
                 values = np.clip(np.round(start[binaries]), 0.0, 1.0)
                 self.solver.setSolution(len(binaries), binaries, values)
-        self.solver.run()
-        status = self.solver.getModelStatus()
+        try:
+            self.solver.run()
+            status = self.solver.getModelStatus()
+            info = self.solver.getInfo()
+            found = info.primal_solution_status == 2
+            x = np.asarray(self.solver.getSolution().col_value, dtype=np.float64)
+        finally:
+            if mixed:  # back to the relaxation (which clears the status read above)
+                self._set_integrality(np.zeros(len(integral), dtype=np.bool_))
         if status in _INFEASIBLE:
             return None
-        info = self.solver.getInfo()
-        if info.primal_solution_status != 2:
+        if not found:
             raise SolverFailed(
                 f"HiGHS stopped with '{self.solver.modelStatusToString(status)}' and no plan "
                 f"for site {self.problem.site.name!r} after {time.perf_counter() - began:.1f} s; "
                 "raise time_limit_s or shorten the horizon"
             )
         optimal = status == highspy.HighsModelStatus.kOptimal
-        mixed = bool(integral.any())
         mip_gap = float(info.mip_gap) if mixed and math.isfinite(info.mip_gap) else 0.0
-        x = np.asarray(self.solver.getSolution().col_value, dtype=np.float64)
         return Solved(x, "milp" if mixed else "lp", optimal, mip_gap)
 
     def polish(self, x: FloatArray) -> tuple[FloatArray, FloatArray] | None:
@@ -190,7 +196,6 @@ class KeptModel:
             fixed = np.clip(np.round(x[binaries]), 0.0, 1.0)
             relaxed = ~self.held.integral
             fixed[relaxed] = x[binaries][relaxed]  # relaxed binaries keep their LP value
-            self._set_integrality(np.zeros(len(binaries), dtype=np.bool_))
             self.solver.changeColsBounds(len(binaries), binaries, fixed, fixed)
             self.solver.run()
         status = self.solver.getModelStatus()
@@ -219,45 +224,49 @@ class KeptModel:
                 self.held.col_lower[binaries],
                 self.held.col_upper[binaries],
             )
-            self._set_integrality(self.held.integral)
 
     def _relaxation_first(self) -> Solved | FloatArray | None:
         """An optimal Solved found by LPs alone; else a starting solution for the MILP (or
-        None). Leaves integrality off; the caller restores it."""
-        binaries = self.formulation.milp.binaries
-        self._set_integrality(np.zeros(len(binaries), dtype=np.bool_))
+        None)."""
         self.solver.run()
         if self.solver.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
         solution = self.solver.getSolution()
         x = np.asarray(solution.col_value, dtype=np.float64)
+        bound = float(self.solver.getInfo().objective_function_value)
+        gap = max(1e-9, self.mip_rel_gap)
         read = self.read_binaries(x)
         if read is not None:
-            return Solved(read, "lp-relaxation", True, 0.0)
-        bound = float(self.solver.getInfo().objective_function_value)
+            # reading a binary off can only cost something if the binary has a cost itself
+            # (a start-up): then the bound must still be met
+            cost = float(np.dot(self.held.col_cost, read))
+            if cost <= bound + gap * max(1.0, abs(bound)):
+                return Solved(read, "lp-relaxation", True, 0.0)
         price = (
             np.asarray(solution.row_dual, dtype=np.float64)[self.formulation.balance_rows].tolist()
             if solution.dual_valid
             else None
         )
-        guess = self._deferrable_guess(x, price)
+        guess, alternatives = self._deferrable_guess(x, price)
         start: FloatArray | None = None
-        if guess:
-            fixed = np.asarray(list(guess), dtype=np.int32)
-            values = np.asarray(list(guess.values()), dtype=np.float64)
+        best = math.inf
+        attempts = [guess] + [{**guess, **alternative} for alternative in alternatives]
+        for attempt in attempts[: 1 + _REPAIR_ALTERNATIVES] if guess else []:
+            fixed = np.asarray(list(attempt), dtype=np.int32)
+            values = np.asarray(list(attempt.values()), dtype=np.float64)
             self.solver.changeColsBounds(len(fixed), fixed, values, values)
             self.solver.run()
-            if self.solver.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+            solved_lp = self.solver.getModelStatus() == highspy.HighsModelStatus.kOptimal
+            if solved_lp:
                 repaired = np.asarray(self.solver.getSolution().col_value, dtype=np.float64)
                 read = self.read_binaries(repaired)
-                if read is not None:
-                    cost = float(self.solver.getInfo().objective_function_value)
-                    # the relaxation bounds the MILP from below: within the gap, it is optimal
-                    gap = max(1e-9, self.mip_rel_gap)
-                    if cost <= bound + gap * max(1.0, abs(bound)):
-                        self._restore_binaries()
-                        return Solved(read, "lp-relaxation-repaired", True, 0.0)
-                    start = read
+                cost = math.inf if read is None else float(np.dot(self.held.col_cost, read))
+                if read is not None and cost <= bound + gap * max(1.0, abs(bound)):
+                    # the relaxation bounds the MILP from below: within the gap, optimal
+                    self._restore_binaries()
+                    return Solved(read, "lp-relaxation-repaired", True, 0.0)
+                if read is not None and cost < best:
+                    best, start = cost, read
             self.solver.changeColsBounds(
                 len(fixed), fixed, self.held.col_lower[fixed], self.held.col_upper[fixed]
             )
@@ -296,10 +305,14 @@ class KeptModel:
             return candidate
         return None
 
-    def _deferrable_guess(self, x: FloatArray, price: Sequence[float] | None) -> dict[int, float]:
-        """A plausible on/off value for the deferrable loads' binaries, from the relaxation."""
+    def _deferrable_guess(
+        self, x: FloatArray, price: Sequence[float] | None
+    ) -> tuple[dict[int, float], list[dict[int, float]]]:
+        """A plausible on/off value for the deferrable loads' binaries, from the relaxation;
+        and alternatives for the programs (each other start the relaxation used)."""
         problem, form = self.problem, self.formulation
         step_h, guess = problem.step_h, {}
+        alternatives: list[dict[int, float]] = []
         cost = price if price is not None else [0.0] * problem.steps
         for load, lay in zip(problem.deferrable_loads, form.loads, strict=True):
             program_start = lay.program_start
@@ -310,15 +323,21 @@ class KeptModel:
                 if not allowed:
                     continue
                 span = len(lay.program)
-                best = max(
+                ranked = sorted(
                     allowed,
                     key=lambda a: (
-                        round(float(x[program_start[a]]), 6),
-                        -sum(cost[a : a + span]),
+                        -round(float(x[program_start[a]]), 6),
+                        sum(cost[a : a + span]),
                     ),
                 )
                 for a in allowed:
-                    guess[int(program_start[a])] = 1.0 if a == best else 0.0
+                    guess[int(program_start[a])] = 1.0 if a == ranked[0] else 0.0
+                for other in ranked[1:]:
+                    if x[program_start[other]] <= 1e-6:
+                        break
+                    alternatives.append(
+                        {int(program_start[a]): 1.0 if a == other else 0.0 for a in allowed}
+                    )
                 continue
             if lay.on is None or _has_sequencing_rules(load):
                 continue
@@ -352,7 +371,7 @@ class KeptModel:
             if lay.start is not None:
                 for t in range(problem.steps):
                     guess[int(lay.start[t])] = 1.0 if chosen and t == chosen[0] else 0.0
-        return guess
+        return guess, alternatives
 
 
 def _has_sequencing_rules(load: DeferrableLoad) -> bool:
@@ -466,7 +485,7 @@ def cost_to_go(
 
 
 def _values(x: FloatArray, cols: Sequence[int] | np.ndarray) -> tuple[float, ...]:
-    return tuple(float(max(0.0, v)) for v in x[np.asarray(cols, dtype=np.int64)])
+    return tuple(np.maximum(0.0, x[np.asarray(cols, dtype=np.int64)]).tolist())
 
 
 def _sum(series: Sequence[tuple[float, ...]], steps: int) -> tuple[float, ...]:
@@ -503,7 +522,7 @@ def _schedule(
                 battery.capacity_wh,
                 charge,
                 discharge,
-                tuple(float(x[c]) for c in lay.soc),
+                tuple(x[lay.soc].tolist()),
             )
         )
         below += sum(_values(x, lay.below))
@@ -541,7 +560,8 @@ def _schedule(
     for load, load_lay in zip(problem.deferrable_loads, form.loads, strict=True):
         power = _values(x, load_lay.power)
         deferrable[load.name] = power
-        load_price_cost += sum(load.price_at(t) * p for t, p in enumerate(power)) * step_h / 1000
+        prices = np.broadcast_to(np.asarray(load.price_per_kwh, dtype=np.float64), (steps,))
+        load_price_cost += float(np.dot(prices, power)) * step_h / 1000
         if load_lay.start is not None:
             starts = sum(1 for c in load_lay.start if x[c] > 0.5)
             startup_cost += load.startup_cost * starts
@@ -549,7 +569,7 @@ def _schedule(
     discomfort_cost = discomfort_total = 0.0
     for thermal, thermal_lay in zip(problem.thermal_loads, form.thermal, strict=True):
         thermal_w[thermal.name] = _values(x, thermal_lay.power)
-        temperatures = tuple(float(x[c]) for c in thermal_lay.temperature)
+        temperatures = tuple(x[thermal_lay.temperature].tolist())
         temperature_c[thermal.name] = temperatures
         k_h = discomfort_k_h(thermal, temperatures, step_h)
         discomfort_total += k_h
@@ -781,6 +801,7 @@ def _diagnose(problem: DerProblem, *, time_limit_s: float) -> list[str]:
     """Re-solve with slack on each constraint group; name the groups that needed slack."""
     model = KeptModel(problem, time_limit_s=time_limit_s, elastic=True)
     form = model.formulation
+    model._set_integrality(model.held.integral)
     model.solver.run()
     if model.solver.getInfo().primal_solution_status != 2:
         return [
