@@ -10,6 +10,7 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -47,6 +48,51 @@ class Tariffs(Strict):
         return self
 
 
+class AirConditionerConfig(Strict):
+    """An inverter air conditioner and the room it cools (a 1R1C model: docs/der.md).
+
+    The comfort band is [comfort_min_c, comfort_max_c] while people are home (from
+    `home_from_hour` to `home_until_hour`, local time, across midnight if the first is later)
+    and [comfort_min_c, comfort_max_away_c] otherwise. `control` "plan" lets the board's
+    optimiser run it (pre-cooling on cheap energy); "thermostat" holds the top of the band as
+    a plain inverter thermostat does, which is what the plan is measured against.
+    """
+
+    max_power_kw: float = Field(1.2, gt=0)
+    capacitance_wh_per_k: float = Field(3_000.0, gt=0)
+    resistance_k_per_w: float = Field(0.01, gt=0)
+    cop_at_reference: float = Field(3.2, gt=0)
+    reference_outdoor_c: float = 35.0
+    cop_change_per_k: float = -0.08
+    heat_gain_w: float = Field(300.0, ge=0)
+    comfort_min_c: float = 22.0
+    comfort_max_c: float = 26.0
+    comfort_max_away_c: float = 28.0
+    home_from_hour: float = Field(18.0, ge=0, lt=24)
+    home_until_hour: float = Field(7.0, ge=0, lt=24)
+    initial_c: float = 27.0
+    discomfort_per_kelvin_hour: float = Field(2.0, ge=0)
+    control: Literal["plan", "thermostat"] = "plan"
+
+    def comfort_band_c(self, moment: datetime, timezone: str) -> tuple[float, float]:
+        """The comfort band in force at a moment (people home or out, local time)."""
+        local = moment.astimezone(ZoneInfo(timezone))
+        hour = local.hour + local.minute / 60
+        start, end = self.home_from_hour, self.home_until_hour
+        home = (start <= hour or hour < end) if start > end else (start <= hour < end)
+        return self.comfort_min_c, self.comfort_max_c if home else self.comfort_max_away_c
+
+    @model_validator(mode="after")
+    def _band(self) -> AirConditionerConfig:
+        if not self.comfort_min_c <= self.comfort_max_c <= self.comfort_max_away_c:
+            raise ValueError(
+                f"comfort temperatures must satisfy comfort_min_c ({self.comfort_min_c}) <= "
+                f"comfort_max_c ({self.comfort_max_c}) <= comfort_max_away_c "
+                f"({self.comfort_max_away_c})"
+            )
+        return self
+
+
 class Household(Strict):
     """One prosumer (or consumer): its meter, its load and what it has on the roof and wall."""
 
@@ -57,6 +103,7 @@ class Household(Strict):
     pv_kwp: float = Field(0.0, ge=0)
     battery_kwh: float = Field(0.0, ge=0)
     battery_kw: float = Field(0.0, ge=0)
+    air_conditioner: AirConditionerConfig | None = None
 
 
 class HouseholdGroup(Strict):
@@ -70,6 +117,7 @@ class HouseholdGroup(Strict):
     pv_kwp: float = Field(0.0, ge=0)
     battery_kwh: float = Field(0.0, ge=0)
     battery_kw: float = Field(0.0, ge=0)
+    air_conditioner: AirConditionerConfig | None = None
 
     def expand(self) -> list[Household]:
         return [
@@ -81,6 +129,7 @@ class HouseholdGroup(Strict):
                 pv_kwp=self.pv_kwp,
                 battery_kwh=self.battery_kwh,
                 battery_kw=self.battery_kw,
+                air_conditioner=self.air_conditioner,
             )
             for i in range(self.count)
         ]

@@ -1,7 +1,10 @@
-"""What a household plans for the next interval: orders and a battery set-point.
+"""What a household plans for the next interval: orders, a battery and an AC set-point.
 
-The plan comes from the DER optimiser over a rolling horizon at the grid's tariffs; the
-orders' limit prices come from the marginal value of energy to the household.
+The plan comes from the DER optimiser over a rolling horizon at the grid's tariffs, re-made
+every interval from the measured state (a receding horizon); the orders' limit prices come from
+the marginal value of energy to the household. An air conditioner under "plan" control is part
+of the plan (a thermal load whose room temperature the board measures); under "thermostat"
+control it holds the top of its comfort band, and the plan only forecasts what that draws.
 """
 
 from __future__ import annotations
@@ -9,15 +12,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 from meterchain.agents.messages import TariffNotice
-from meterchain.der.optimiser import optimise
-from meterchain.der.orders import orders_for_next_interval, planned_exchange
-from meterchain.der.schedule import DerSchedule
-from meterchain.der.site import DerProblem, Site
+from meterchain.der.site import DerProblem, Site, ThermalLoad
 from meterchain.model import Order, Side
+
+if TYPE_CHECKING:  # the solver (highspy) loads only when a plan is made, not at start-up
+    from meterchain.config import AirConditionerConfig
+    from meterchain.der.mpc import RecedingHorizon
+    from meterchain.der.schedule import DerSchedule
+    from meterchain.der.weather import OutdoorForecaster
 
 Forecast = Callable[[datetime, int], tuple[list[float], list[float]]]
 """(start, steps) -> (pv_w, load_w) per step."""
@@ -29,6 +36,74 @@ class HouseholdPlan:
     battery_power_w: float | None
     expected_import_wh: float
     expected_export_wh: float
+    thermal_power_w: dict[str, float] = field(default_factory=dict)
+
+
+class AirConditionerDevice(Protocol):
+    """What a board reads from and tells its air conditioner (room and outdoor sensors)."""
+
+    async def room_c(self) -> float: ...
+
+    async def outdoor_c(self) -> float: ...
+
+    async def set_power_w(self, power_w: float) -> None: ...
+
+    async def hold_c(self, setpoint_c: float, step_s: int) -> None:
+        """Run as its own thermostat at `setpoint_c` through the coming interval."""
+        ...
+
+
+@dataclass
+class AirConditionerControl:
+    """An air conditioner the planner runs (or forecasts, under thermostat control)."""
+
+    name: str
+    config: AirConditionerConfig
+    device: AirConditionerDevice
+    timezone: str
+    forecaster: OutdoorForecaster
+
+    def band_c(self, moment: datetime) -> tuple[float, float]:
+        return self.config.comfort_band_c(moment, self.timezone)
+
+    def load(self, start: datetime, steps: int, step_s: int, room_c: float) -> ThermalLoad:
+        """The optimiser's view of the air conditioner over the horizon from `start`."""
+        outdoor = list(self.forecaster.forecast(start, steps, step_s))
+        moments = [start + timedelta(seconds=(k + 1) * step_s) for k in range(steps)]
+        bands = [self.band_c(m) for m in moments]
+        c = self.config
+        return ThermalLoad(
+            name=self.name,
+            max_power_w=c.max_power_kw * 1000,
+            capacitance_wh_per_k=c.capacitance_wh_per_k,
+            resistance_k_per_w=c.resistance_k_per_w,
+            initial_c=room_c,
+            outdoor_c=outdoor,
+            comfort_min_c=[low for low, _ in bands],
+            comfort_max_c=[high for _, high in bands],
+            heat_gain_w=[c.heat_gain_w] * steps,
+            cop_at_reference=c.cop_at_reference,
+            reference_outdoor_c=c.reference_outdoor_c,
+            cop_change_per_k=c.cop_change_per_k,
+            discomfort_per_kelvin_hour=c.discomfort_per_kelvin_hour,
+        )
+
+    def thermostat_w(self, load: ThermalLoad, step_h: float) -> list[float]:
+        """What an ideal inverter thermostat holding the top of the band would draw per step."""
+        from meterchain.der.thermal import next_temperature_c, power_to_reach_w
+
+        room, out = load.initial_c, []
+        for t, outdoor in enumerate(load.outdoor_c):
+            target = min(room, load.comfort_max_c[t])
+            gain = load.gains_w(len(load.outdoor_c))[t]
+            power = power_to_reach_w(
+                load, room, target, outdoor_c=outdoor, gain_w=gain, step_h=step_h
+            )
+            room = next_temperature_c(
+                load, room, outdoor_c=outdoor, gain_w=gain, power_w=power, step_h=step_h
+            )
+            out.append(power)
+        return out
 
 
 class DerPlanner:
@@ -45,6 +120,7 @@ class DerPlanner:
         flexible_orders: bool = False,
         target_soc_fraction: float = 0.5,
         executor: Executor | None = None,
+        air_conditioners: list[AirConditionerControl] | None = None,
     ) -> None:
         self.site = site
         self.forecast = forecast
@@ -54,13 +130,31 @@ class DerPlanner:
         self.flexible_orders = flexible_orders
         self.target_soc_fraction = target_soc_fraction
         self.executor = executor
+        self.air_conditioners = air_conditioners or []
+        # In this process (a board), one kept model re-planned each interval; a process pool
+        # (the simulation) plans cold, with the same result.
+        self.horizon: RecedingHorizon | None = None
 
     def problem(
-        self, interval_start: datetime, tariffs: TariffNotice, soc_fraction: float | None
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        rooms_c: dict[str, float] | None = None,
     ) -> DerProblem:
-        """The optimisation problem for the horizon that starts with `interval_start`."""
+        """The optimisation problem for the horizon that starts with `interval_start`, with the
+        rooms' measured temperatures (`rooms_c`, by air conditioner) when there are any."""
         pv_w, load_w = self.forecast(interval_start, self.horizon_steps)
         steps = len(pv_w)
+        thermal = []
+        for control in self.air_conditioners:
+            room = (rooms_c or {}).get(control.name, control.config.initial_c)
+            load = control.load(interval_start, steps, self.step_s, room)
+            if control.config.control == "plan":
+                thermal.append(load)
+            else:  # the thermostat runs it: the plan only expects its consumption
+                drawn = control.thermostat_w(load, self.step_s / 3600)
+                load_w = [w + p for w, p in zip(load_w, drawn, strict=True)]
         export_limit = tariffs.max_export_w
         site = self.site
         if export_limit is not None and site.export_limit_w != export_limit:
@@ -82,6 +176,7 @@ class DerPlanner:
             # is worth something tomorrow. The target is soft (penalised), never infeasible.
             target_soc_fraction=self.target_soc_fraction if site.battery is not None else None,
             step_s=self.step_s,
+            thermal_loads=thermal,
         )
 
     def plan(
@@ -91,9 +186,13 @@ class DerPlanner:
         soc_fraction: float | None,
         now: datetime,
     ) -> HouseholdPlan:
-        """Plan in this thread."""
+        """Plan in this thread (with the kept model of a receding horizon)."""
+        from meterchain.der.mpc import RecedingHorizon
+
         problem = self.problem(interval_start, tariffs, soc_fraction)
-        return solve_plan(problem, self._request(interval_start, now))
+        if self.horizon is None:
+            self.horizon = RecedingHorizon(time_limit_s=5.0, mip_rel_gap=1e-4)
+        return solve_plan(problem, self._request(interval_start, now), self.horizon)
 
     async def plan_async(
         self,
@@ -103,13 +202,41 @@ class DerPlanner:
         now: datetime,
     ) -> HouseholdPlan:
         """Plan without blocking the event loop: in `executor` (a process pool spreads the
-        MILPs of many households over the cores), else in a thread."""
-        problem = self.problem(interval_start, tariffs, soc_fraction)
+        MILPs of many households over the cores, each planned cold), else in a thread with the
+        kept model of a receding horizon. The air conditioners' sensors are read first and
+        their set-points applied after."""
+        rooms = await self._read_rooms(now)
+        problem = self.problem(interval_start, tariffs, soc_fraction, rooms)
         request = self._request(interval_start, now)
         if not _needs_solver(problem):
-            return solve_plan(problem, request)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, solve_plan, problem, request)
+            plan = solve_plan(problem, request)
+        else:
+            loop = asyncio.get_running_loop()
+            if self.executor is None:
+                from meterchain.der.mpc import RecedingHorizon
+
+                if self.horizon is None:
+                    self.horizon = RecedingHorizon(time_limit_s=5.0, mip_rel_gap=1e-4)
+                plan = await loop.run_in_executor(None, solve_plan, problem, request, self.horizon)
+            else:
+                plan = await loop.run_in_executor(self.executor, solve_plan, problem, request)
+        await self._apply_rooms(plan, interval_start)
+        return plan
+
+    async def _read_rooms(self, now: datetime) -> dict[str, float]:
+        rooms = {}
+        for control in self.air_conditioners:
+            rooms[control.name] = await control.device.room_c()
+            control.forecaster.observe(now, await control.device.outdoor_c())
+        return rooms
+
+    async def _apply_rooms(self, plan: HouseholdPlan, interval_start: datetime) -> None:
+        for control in self.air_conditioners:
+            if control.config.control == "plan":
+                await control.device.set_power_w(plan.thermal_power_w.get(control.name, 0.0))
+            else:  # its own thermostat holds the top of the band through the interval
+                _, top = control.band_c(interval_start + timedelta(seconds=self.step_s))
+                await control.device.hold_c(top, self.step_s)
 
     def _request(self, interval_start: datetime, now: datetime) -> PlanRequest:
         return PlanRequest(
@@ -130,15 +257,29 @@ class PlanRequest:
 def _needs_solver(problem: DerProblem) -> bool:
     site = problem.site
     return not (
-        site.battery is None and site.export_limit_w is None and site.import_limit_w is None
+        site.battery is None
+        and site.export_limit_w is None
+        and site.import_limit_w is None
+        and not problem.thermal_loads
     )
 
 
-def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
-    """The plan for a problem: a module-level function so a process pool can run it."""
+def solve_plan(
+    problem: DerProblem, request: PlanRequest, horizon: RecedingHorizon | None = None
+) -> HouseholdPlan:
+    """The plan for a problem: a module-level function so a process pool can run it (cold);
+    with `horizon`, its kept model is re-planned warm (same plan, less time)."""
     if not _needs_solver(problem):
         return _inflexible_plan(problem, request)
-    schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
+    from meterchain.der.optimiser import optimise
+    from meterchain.der.orders import orders_for_next_interval
+
+    if horizon is not None:
+        schedule = horizon.plan(problem)
+        model = horizon.model
+    else:
+        schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
+        model = None
     side = _trading_side(problem, schedule)
     orders = orders_for_next_interval(
         problem,
@@ -148,6 +289,7 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
         order_id_prefix=f"{request.meter_id}-{request.interval}",
         flexible=request.flexible_orders,
         only_side=side,
+        model=model,
     )
     orders = [order for order in orders if order.side is side]
     nxt = schedule.next_interval()
@@ -156,6 +298,7 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
         battery_power_w=nxt.battery_power_w if problem.site.battery is not None else None,
         expected_import_wh=nxt.import_wh,
         expected_export_wh=nxt.export_wh,
+        thermal_power_w=dict(nxt.thermal_power_w),
     )
 
 
@@ -165,6 +308,8 @@ def _trading_side(problem: DerProblem, schedule: DerSchedule) -> Side:
     The side of the planned exchange; with none, a battery buys while the sun covers the load
     (to store a neighbour's surplus) and sells otherwise.
     """
+    from meterchain.der.orders import planned_exchange
+
     planned = planned_exchange(problem, schedule)
     if planned:
         return planned[0].side

@@ -277,6 +277,12 @@ class KeptModel:
         holds; None if not."""
         form, held, problem = self.formulation, self.held, self.problem
         candidate = x.copy()
+        if form.grid_mode is not None:
+            # importing and exporting at once: net them (only their difference enters any
+            # other row); the cost check after the read-off says whether that cost anything
+            both = np.minimum(candidate[form.imp], candidate[form.exp])
+            candidate[form.imp] -= both
+            candidate[form.exp] -= both
         read = form.read_off
         mask = held.integral[read.indicator_k]
         if mask.any():
