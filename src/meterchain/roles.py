@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meterchain.config import Mechanism, Tariffs
+from meterchain.config import DerConfig, Mechanism, Tariffs
 
 DEFAULT_DEPLOYMENT = Path("var/deployment.json")
 
@@ -127,6 +127,7 @@ class SiteConfig(RoleModel):
     longitude: float = Field(default=-38.5267, ge=-180, le=180)
     altitude_m: float = 21.0
     horizon_steps: int = Field(default=96, ge=1, le=672)
+    der: DerConfig | None = Field(default=None, description="what the optimiser plans with")
 
 
 class BoardConfig(RoleModel):

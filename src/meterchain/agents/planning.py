@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,7 +21,7 @@ from meterchain.der.site import DerProblem, Site, ThermalLoad
 from meterchain.model import Order, Side
 
 if TYPE_CHECKING:  # the solver (highspy) loads only when a plan is made, not at start-up
-    from meterchain.config import AirConditionerConfig
+    from meterchain.config import AirConditionerConfig, DerConfig
     from meterchain.der.mpc import RecedingHorizon
     from meterchain.der.schedule import DerSchedule
     from meterchain.der.weather import OutdoorForecaster
@@ -37,6 +37,7 @@ class HouseholdPlan:
     expected_import_wh: float
     expected_export_wh: float
     thermal_power_w: dict[str, float] = field(default_factory=dict)
+    deferrable_power_w: dict[str, float] = field(default_factory=dict)
 
 
 class AirConditionerDevice(Protocol):
@@ -121,6 +122,7 @@ class DerPlanner:
         target_soc_fraction: float = 0.5,
         executor: Executor | None = None,
         air_conditioners: list[AirConditionerControl] | None = None,
+        equipment: DerConfig | None = None,
     ) -> None:
         self.site = site
         self.forecast = forecast
@@ -131,6 +133,15 @@ class DerPlanner:
         self.target_soc_fraction = target_soc_fraction
         self.executor = executor
         self.air_conditioners = air_conditioners or []
+        # a board's [site.der]: batteries, daily loads, tariffs, limits, SoC targets
+        self.equipment = equipment
+        self.daily = None
+        self.month_peak: tuple[tuple[int, int], float] = ((0, 0), 0.0)
+        if equipment is not None:
+            from meterchain.der.equipment import DailyLoads, site_from
+
+            self.site = site_from(equipment, site.name)
+            self.daily = DailyLoads(equipment.deferrable_loads, equipment.timezone, step_s)
         # In this process (a board), one kept model re-planned each interval; a process pool
         # (the simulation) plans cold, with the same result.
         self.horizon: RecedingHorizon | None = None
@@ -158,12 +169,10 @@ class DerPlanner:
         export_limit = tariffs.max_export_w
         site = self.site
         if export_limit is not None and site.export_limit_w != export_limit:
-            site = Site(
-                name=site.name,
-                battery=site.battery,
-                pv_curtailable=site.pv_curtailable,
-                import_limit_w=site.import_limit_w,
-                export_limit_w=export_limit,
+            site = replace(site, export_limit_w=export_limit)
+        if self.equipment is not None:
+            return self._equipment_problem(
+                interval_start, tariffs, soc_fraction, site, pv_w, load_w, thermal
             )
         return DerProblem(
             site=site,
@@ -179,6 +188,62 @@ class DerPlanner:
             thermal_loads=thermal,
         )
 
+    def _equipment_problem(
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        site: Site,
+        pv_w: list[float],
+        load_w: list[float],
+        thermal: list[ThermalLoad],
+    ) -> DerProblem:
+        """The problem of a board configured with [site.der] (see meterchain.der.equipment)."""
+        from meterchain.der import equipment as eq
+
+        config, steps, step_s = self.equipment, len(pv_w), self.step_s
+        assert config is not None and self.daily is not None
+        zone = config.timezone
+        imports, exports = eq.limits(config, interval_start, steps, step_s, zone)
+        month, peak = self.month_peak
+        now = (interval_start.year, interval_start.month)
+        return DerProblem(
+            site=site,
+            pv_w=pv_w,
+            load_w=load_w,
+            buy_price_per_kwh=eq.buy_prices(
+                config, interval_start, steps, step_s, zone, tariffs.retail_price
+            ),
+            sell_price_per_kwh=[tariffs.feed_in_price] * steps,
+            initial_soc_fraction=soc_fraction if soc_fraction is not None else 0.5,
+            target_soc_fraction=config.end_soc if site.all_batteries else None,
+            deferrable_loads=self.daily.horizon(interval_start, steps),
+            step_s=step_s,
+            thermal_loads=thermal,
+            soc_targets=eq.soc_targets(config, interval_start, steps, step_s, zone)
+            if site.all_batteries
+            else (),
+            demand_charges=eq.demand_charges(
+                config,
+                interval_start,
+                steps,
+                step_s,
+                zone,
+                peak_so_far_kw=peak if month == now else 0.0,
+            ),
+            import_limit_w=imports,
+            export_limit_w=exports,
+        )
+
+    def record(self, interval_start: datetime, plan: HouseholdPlan) -> None:
+        """What the plan set in motion for this interval: daily loads' energy, month's peak."""
+        if self.daily is not None:
+            self.daily.record(interval_start, plan.deferrable_power_w)
+        month, peak = self.month_peak
+        now = (interval_start.year, interval_start.month)
+        drawn_kw = plan.expected_import_wh / (self.step_s / 3600) / 1000
+        self.month_peak = (now, max(drawn_kw, peak if month == now else 0.0))
+
     def plan(
         self,
         interval_start: datetime,
@@ -192,7 +257,9 @@ class DerPlanner:
         problem = self.problem(interval_start, tariffs, soc_fraction)
         if self.horizon is None:
             self.horizon = RecedingHorizon(time_limit_s=5.0, mip_rel_gap=1e-4)
-        return solve_plan(problem, self._request(interval_start, now), self.horizon)
+        plan = solve_plan(problem, self._request(interval_start, now), self.horizon)
+        self.record(interval_start, plan)
+        return plan
 
     async def plan_async(
         self,
@@ -221,6 +288,7 @@ class DerPlanner:
             else:
                 plan = await loop.run_in_executor(self.executor, solve_plan, problem, request)
         await self._apply_rooms(plan, interval_start)
+        self.record(interval_start, plan)
         return plan
 
     async def _read_rooms(self, now: datetime) -> dict[str, float]:
@@ -299,6 +367,7 @@ def solve_plan(
         expected_import_wh=nxt.import_wh,
         expected_export_wh=nxt.export_wh,
         thermal_power_w=dict(nxt.thermal_power_w),
+        deferrable_power_w=dict(nxt.deferrable_power_w),
     )
 
 

@@ -190,6 +190,7 @@ def build_board(config: BoardConfig) -> Running:
         meter_id=config.meter_id,
         horizon_steps=config.site.horizon_steps,
         step_s=interval_s,
+        equipment=config.site.der,
     )
     agent = ProsumerAgent(
         name,
