@@ -319,6 +319,7 @@ class KeptModel:
         problem, form = self.problem, self.formulation
         step_h, guess = problem.step_h, {}
         alternatives: list[dict[int, float]] = []
+        cheaper: dict[int, float] = {}  # every on-off load on its cheapest steps at once
         cost = price if price is not None else [0.0] * problem.steps
         for load, lay in zip(problem.deferrable_loads, form.loads, strict=True):
             program_start = lay.program_start
@@ -371,12 +372,32 @@ class KeptModel:
                 count = sum(1 for t in window if x[power[t]] > 1e-6)
                 low = max(load.min_power_w, 1e-9)
                 most = math.floor(load.energy_wh / (low * step_h) + 1e-9)
-                chosen = used[: max(fewest, min(count, most))]
+                runs = max(fewest, min(count, most))
+                chosen = used[:runs]
+                # another guess: the steps where running costs least, counting the PV the
+                # relaxation exported there as cheap and the rest at the buy price
+                drawn = load.energy_wh / (runs * step_h)
+                buy, sell = problem.buy_price_per_kwh, problem.sell_price_per_kwh
+                costs = {}
+                for t in window:
+                    cheap = float(x[form.exp[t]] + x[power[t]])
+                    costs[t] = sell[t] * min(drawn, cheap) + buy[t] * max(0.0, drawn - cheap)
+                cheapest = sorted(window, key=lambda t: (costs[t], -float(x[power[t]])))
+                cheap_steps = cheapest[:runs]
+                if set(cheap_steps) != set(chosen):
+                    alternative = {int(lay.on[t]): 1.0 if t in cheap_steps else 0.0 for t in window}
+                    if lay.start is not None:
+                        first_on = min(cheap_steps)
+                        for t in range(problem.steps):
+                            alternative[int(lay.start[t])] = 1.0 if t == first_on else 0.0
+                    cheaper.update(alternative)
             for t in window:
                 guess[int(lay.on[t])] = 1.0 if t in chosen else 0.0
             if lay.start is not None:
                 for t in range(problem.steps):
                     guess[int(lay.start[t])] = 1.0 if chosen and t == chosen[0] else 0.0
+        if cheaper:
+            alternatives.insert(0, cheaper)
         return guess, alternatives
 
 
