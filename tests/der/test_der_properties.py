@@ -201,3 +201,19 @@ def test_optimiser_never_costs_more_than_the_rule_based_baseline(problem: DerPro
     baseline = run_baseline(problem)
     scale = sum(abs(p) for p in problem.buy_price_per_kwh) + 1.0
     assert plan.cost <= baseline.cost + 1e-6 * scale + 1e-6
+
+
+@FAST
+@given(problems(awkward_loads=True, surplus_loads=True))
+def test_the_independent_evaluator_finds_every_plan_feasible_at_the_cost_it_claims(
+    problem: DerProblem,
+) -> None:
+    from meterchain.der.evaluate import PlanFlows, evaluate
+
+    try:
+        plan = optimise(problem)
+    except InfeasibleProblem:
+        return
+    checked = evaluate(problem, PlanFlows.of(plan))
+    assert checked.feasible, checked.violations
+    assert checked.cost == pytest.approx(plan.objective - plan.penalty, rel=1e-6, abs=1e-6)
