@@ -128,6 +128,199 @@ class DevicesConfig(Strict):
         return self
 
 
+class AirConditionerConfig(Strict):
+    """An inverter air conditioner and the room it cools (a 1R1C model: docs/der.md).
+
+    The comfort band is [comfort_min_c, comfort_max_c] while people are home (from
+    `home_from_hour` to `home_until_hour`, local time, across midnight if the first is later)
+    and [comfort_min_c, comfort_max_away_c] otherwise. `control` "plan" lets the board's
+    optimiser run it (pre-cooling on cheap energy); "thermostat" holds the top of the band as
+    a plain inverter thermostat does, which is what the plan is measured against.
+    """
+
+    max_power_kw: float = Field(1.2, gt=0)
+    capacitance_wh_per_k: float = Field(3_000.0, gt=0)
+    resistance_k_per_w: float = Field(0.01, gt=0)
+    cop_at_reference: float = Field(3.2, gt=0)
+    reference_outdoor_c: float = 35.0
+    cop_change_per_k: float = -0.08
+    heat_gain_w: float = Field(300.0, ge=0)
+    comfort_min_c: float = 22.0
+    comfort_max_c: float = 26.0
+    comfort_max_away_c: float = 28.0
+    home_from_hour: float = Field(18.0, ge=0, lt=24)
+    home_until_hour: float = Field(7.0, ge=0, lt=24)
+    initial_c: float = 27.0
+    discomfort_per_kelvin_hour: float = Field(2.0, ge=0)
+    control: Literal["plan", "thermostat"] = "plan"
+
+    def comfort_band_c(self, moment: datetime, timezone: str) -> tuple[float, float]:
+        """The comfort band in force at a moment (people home or out, local time)."""
+        local = moment.astimezone(ZoneInfo(timezone))
+        hour = local.hour + local.minute / 60
+        start, end = self.home_from_hour, self.home_until_hour
+        home = (start <= hour or hour < end) if start > end else (start <= hour < end)
+        return self.comfort_min_c, self.comfort_max_c if home else self.comfort_max_away_c
+
+    @model_validator(mode="after")
+    def _band(self) -> AirConditionerConfig:
+        if not self.comfort_min_c <= self.comfort_max_c <= self.comfort_max_away_c:
+            raise ValueError(
+                f"comfort temperatures must satisfy comfort_min_c ({self.comfort_min_c}) <= "
+                f"comfort_max_c ({self.comfort_max_c}) <= comfort_max_away_c "
+                f"({self.comfort_max_away_c})"
+            )
+        return self
+
+
+def _clock_minutes(value: str) -> int:
+    try:
+        hours, minutes = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time of day; write it as HH:MM, e.g. 17:30") from None
+    if not (0 <= hours <= 24 and 0 <= minutes < 60) or hours * 60 + minutes > 1440:
+        raise ValueError(f"{value!r} is not a time of day between 00:00 and 24:00")
+    return hours * 60 + minutes
+
+
+class BatteryConfig(Strict):
+    """A battery behind the board's meter (docs/der.md, "Batteries")."""
+
+    name: str = "battery"
+    capacity_kwh: float = Field(gt=0)
+    charge_kw: float = Field(gt=0)
+    discharge_kw: float = Field(gt=0)
+    charge_efficiency: float = Field(0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(0.95, gt=0, le=1)
+    soc_min: float = Field(0.1, ge=0, le=1)
+    soc_max: float = Field(0.95, ge=0, le=1)
+    grid_charging: bool = True
+    grid_discharging: bool = True
+    cell_price_per_kwh: float = Field(0.0, ge=0, description="replacement cells per kWh")
+    cycle_life: float = Field(6000.0, gt=0)
+    ramp_limit_kw_per_h: float | None = Field(None, gt=0)
+    taper_soc: float | None = Field(None, ge=0, lt=1, description="CC-CV taper starts here")
+    taper_end_power_fraction: float = Field(0.1, ge=0, le=1)
+
+
+class DeferrableLoadConfig(Strict):
+    """A load the board may shift, needed every day between `earliest` and `latest` (local
+    time, HH:MM; `latest` before `earliest` runs past midnight). docs/der.md, "Loads"."""
+
+    name: str
+    energy_kwh: float = Field(ge=0)
+    earliest: str = "00:00"
+    latest: str = "24:00"
+    max_power_kw: float = Field(gt=0)
+    min_power_kw: float = Field(0.0, ge=0)
+    min_energy_kwh: float | None = Field(None, ge=0)
+    single_block: bool = False
+    surplus_only: bool = False
+    program_kw: list[float] = Field(default_factory=list, description="power per step")
+    min_on_steps: int = Field(1, ge=1)
+    min_off_steps: int = Field(1, ge=1)
+    startup_cost: float = Field(0.0, ge=0)
+    max_starts: int | None = Field(None, ge=0)
+    price_per_kwh: float = 0.0
+
+    @model_validator(mode="after")
+    def _times(self) -> DeferrableLoadConfig:
+        _clock_minutes(self.earliest)
+        _clock_minutes(self.latest)
+        return self
+
+
+class TarifaBrancaConfig(Strict):
+    """Group B's white tariff (R$/kWh per post; the ponta post starts at `peak_start`)."""
+
+    off_peak_per_kwh: float = Field(ge=0)
+    intermediate_per_kwh: float = Field(ge=0)
+    peak_per_kwh: float = Field(ge=0)
+    peak_start: str = "17:30"
+
+    @model_validator(mode="after")
+    def _time(self) -> TarifaBrancaConfig:
+        _clock_minutes(self.peak_start)
+        return self
+
+
+class GroupAConfig(Strict):
+    """A Group A binomial tariff: energy by post, demand per kW (green or blue modality)."""
+
+    modality: Literal["verde", "azul"] = "verde"
+    energy_peak_per_kwh: float = Field(ge=0)
+    energy_off_peak_per_kwh: float = Field(ge=0)
+    demand_per_kw: float = Field(ge=0)
+    contracted_kw: float = Field(ge=0)
+    demand_peak_per_kw: float = Field(0.0, ge=0)
+    contracted_peak_kw: float = Field(0.0, ge=0)
+    peak_start: str = "17:30"
+    tolerance_fraction: float = Field(0.05, ge=0, le=1)
+    overrun_multiplier: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _time(self) -> GroupAConfig:
+        _clock_minutes(self.peak_start)
+        return self
+
+
+class GridLimitWindow(Strict):
+    """Import/export limits in force between two times of day (a feeder's schedule)."""
+
+    start: str
+    end: str
+    import_limit_kw: float | None = Field(None, ge=0)
+    export_limit_kw: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _times(self) -> GridLimitWindow:
+        _clock_minutes(self.start)
+        _clock_minutes(self.end)
+        return self
+
+
+class SocTargetConfig(Strict):
+    """A state of charge wanted every day at a time (HH:MM local), e.g. full before the peak."""
+
+    at: str
+    soc: float = Field(ge=0, le=1)
+    battery: str | None = None
+
+    @model_validator(mode="after")
+    def _time(self) -> SocTargetConfig:
+        _clock_minutes(self.at)
+        return self
+
+
+class DerConfig(Strict):
+    """What the board's optimiser plans with beyond the meter (`[site.der]` of a board).
+
+    Prices: `tarifa_branca` or `group_a` when given, else the grid's flat tariffs. Limits:
+    `import_limit_kw`/`export_limit_kw` always, `limit_windows` at their times of day.
+    """
+
+    batteries: list[BatteryConfig] = Field(default_factory=list)
+    deferrable_loads: list[DeferrableLoadConfig] = Field(default_factory=list)
+    tarifa_branca: TarifaBrancaConfig | None = None
+    group_a: GroupAConfig | None = None
+    import_limit_kw: float | None = Field(None, ge=0)
+    export_limit_kw: float | None = Field(None, ge=0)
+    limit_windows: list[GridLimitWindow] = Field(default_factory=list)
+    soc_targets: list[SocTargetConfig] = Field(default_factory=list)
+    end_soc: float = Field(0.5, ge=0, le=1, description="SoC wanted at the horizon's end")
+    pv_curtailable: bool = True
+    timezone: str = "America/Fortaleza"
+
+    @model_validator(mode="after")
+    def _one_tariff(self) -> DerConfig:
+        if self.tarifa_branca is not None and self.group_a is not None:
+            raise ValueError("give either tarifa_branca (Group B) or group_a, not both")
+        names = [b.name for b in self.batteries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"battery names must be unique, got {names}")
+        return self
+
+
 class Household(Strict):
     """One prosumer (or consumer): its meter, its load and what it has on the roof and wall."""
 
@@ -141,6 +334,7 @@ class Household(Strict):
     connection_kw: float = Field(
         15.0, gt=0, description="what the supply can carry; readings above it are implausible"
     )
+    air_conditioner: AirConditionerConfig | None = None
 
 
 class HouseholdGroup(Strict):
@@ -155,6 +349,7 @@ class HouseholdGroup(Strict):
     battery_kwh: float = Field(0.0, ge=0)
     battery_kw: float = Field(0.0, ge=0)
     connection_kw: float = Field(15.0, gt=0)
+    air_conditioner: AirConditionerConfig | None = None
 
     def expand(self) -> list[Household]:
         return [
@@ -167,6 +362,7 @@ class HouseholdGroup(Strict):
                 battery_kwh=self.battery_kwh,
                 battery_kw=self.battery_kw,
                 connection_kw=self.connection_kw,
+                air_conditioner=self.air_conditioner,
             )
             for i in range(self.count)
         ]

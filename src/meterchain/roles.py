@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meterchain.config import DevicesConfig, Mechanism, Tariffs
+from meterchain.config import DerConfig, DevicesConfig, Mechanism, Tariffs
 
 DEFAULT_DEPLOYMENT = Path("var/deployment.json")
 
@@ -128,6 +128,7 @@ class SiteConfig(RoleModel):
     altitude_m: float = 21.0
     horizon_steps: int = Field(default=96, ge=1, le=672)
     timezone: str = Field(default="America/Fortaleza", description="for deferrable loads' windows")
+    der: DerConfig | None = Field(default=None, description="what the optimiser plans with")
 
 
 class BoardConfig(RoleModel):

@@ -202,6 +202,13 @@ def test_every_refusal_names_a_constraint(plan_problem: DerProblem) -> None:
 
 
 def test_solver_out_of_time_says_so_and_what_to_change() -> None:
-    plan_problem = problem(Site("house", Battery(10_000, 2_000, 2_000)), steps=4)
+    # a load to serve and a washer to place: doing nothing is not a plan
+    washer = DeferrableLoad("washer", 1_500, 0, 4, 1_500, min_power_w=1_500)
+    plan_problem = problem(
+        Site("house", Battery(10_000, 2_000, 2_000)),
+        steps=4,
+        load=[500.0] * 4,
+        deferrable_loads=[washer],
+    )
     with pytest.raises(SolverFailed, match=r"Time limit reached.*raise time_limit_s"):
         optimise(plan_problem, time_limit_s=0.0)

@@ -16,7 +16,7 @@ from meterchain.der import (
     optimise,
     run_baseline,
 )
-from meterchain.der.optimiser import OBJECTIVE_SCALE, _build
+from meterchain.der.formulation import OBJECTIVE_SCALE, Formulation
 
 TOL = 1e-4
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -186,12 +186,12 @@ def test_lp_shortcuts_find_the_same_optimum_as_branch_and_bound(problem: DerProb
         plan = optimise(problem)
     except InfeasibleProblem:
         return
-    model, _ = _build(problem)
-    solver = model.highs(time_limit_s=10.0, mip_rel_gap=1e-9)
+    formulation = Formulation(problem)
+    values = formulation.values(problem)
+    solver = formulation.milp.highs(values, time_limit_s=10.0, mip_rel_gap=1e-9)
     solver.run()
     best = solver.getInfo().objective_function_value / OBJECTIVE_SCALE
-    objective = plan.cost + plan.battery_wear_cost + plan.penalty
-    assert objective == pytest.approx(best, rel=1e-6, abs=1e-6)
+    assert plan.objective == pytest.approx(best, rel=1e-6, abs=1e-6)
 
 
 @FAST
@@ -201,3 +201,19 @@ def test_optimiser_never_costs_more_than_the_rule_based_baseline(problem: DerPro
     baseline = run_baseline(problem)
     scale = sum(abs(p) for p in problem.buy_price_per_kwh) + 1.0
     assert plan.cost <= baseline.cost + 1e-6 * scale + 1e-6
+
+
+@FAST
+@given(problems(awkward_loads=True, surplus_loads=True))
+def test_the_independent_evaluator_finds_every_plan_feasible_at_the_cost_it_claims(
+    problem: DerProblem,
+) -> None:
+    from meterchain.der.evaluate import PlanFlows, evaluate
+
+    try:
+        plan = optimise(problem)
+    except InfeasibleProblem:
+        return
+    checked = evaluate(problem, PlanFlows.of(plan))
+    assert checked.feasible, checked.violations
+    assert checked.cost == pytest.approx(plan.objective - plan.penalty, rel=1e-6, abs=1e-6)

@@ -23,12 +23,13 @@ from meterchain.agents.messages import (
     TariffNotice,
     Tick,
 )
-from meterchain.agents.planning import DailyLoad, DailyLoads, DerPlanner
+from meterchain.agents.planning import DerPlanner
 from meterchain.agents.prosumer import ProsumerAgent
 from meterchain.agents.runtime import Agent, Envelope, Performative
 from meterchain.chain.signing import MarketDomain
 from meterchain.clock import ManualClock
-from meterchain.config import DevicesConfig, SwitchedLoadConfig
+from meterchain.config import DerConfig, DevicesConfig, SwitchedLoadConfig
+from meterchain.der.equipment import with_devices
 from meterchain.der.site import Site
 from meterchain.devices.board import open_board_devices
 from meterchain.devices.sim.site import SWITCHED_LOAD, serve_site_tcp, site_units
@@ -77,7 +78,7 @@ async def street(
     export_limit_w: float | None = None,
     feeder_export_limit_w: float | None = None,
     faults: tuple[str, ...] = (),
-    daily_loads: DailyLoads | None = None,
+    equipment: DerConfig | None = None,
 ) -> AsyncIterator[Street]:
     """One household (PV 4 kWp, battery 10 kWh, a 2 kW heater on a relay), its meter, its
     devices, the grid agent."""
@@ -112,7 +113,7 @@ async def street(
             Site(name=METER_ID),
             lambda _s, n: ([0.0] * n, [LOAD_W] * n),
             meter_id=METER_ID,
-            daily_loads=daily_loads,
+            equipment=equipment,
         ),
         records=Records(store, AGENT),
         clock=clock,
@@ -216,9 +217,16 @@ async def test_a_device_that_refuses_raises_an_alarm_on_the_bus(
 
 async def test_the_planners_schedule_switches_the_relay(clock: ManualClock, tmp_path: Path) -> None:
     # 12:00 in Fortaleza; the heater needs 2 kWh between 10:00 and 13:00: on for the whole hour.
-    heater = DailyLoad("heater", power_w=HEATER_W, energy_wh=2000, start_hour=10, end_hour=13)
-    loads = DailyLoads([heater])
-    async with street(clock, tmp_path, daily_loads=loads) as site:
+    heater = SwitchedLoadConfig(
+        name="heater",
+        url="relay+tcp://127.0.0.1:1?unit=3",
+        power_w=HEATER_W,
+        energy_wh=2000,
+        start_hour=10,
+        end_hour=13,
+    )
+    equipment = with_devices(None, DevicesConfig(loads=[heater]))
+    async with street(clock, tmp_path, equipment=equipment) as site:
         before = site.meter.state().load_power_w
         interval = int(clock.now().timestamp())
         await site.prosumer.handle(_envelope(), Tick(interval_start=clock.now(), phase="order"))
@@ -226,7 +234,9 @@ async def test_the_planners_schedule_switches_the_relay(clock: ManualClock, tmp_
         await site.prosumer.handle(_envelope(), cleared)
         assert site.meter.switched_load_on(SWITCHED_LOAD)
         assert site.meter.state().load_power_w == pytest.approx(before + HEATER_W)
-        assert loads.for_horizon(clock.now(), 96, 900)[0].energy_wh == 1500  # 500 Wh given
+        daily = site.prosumer.planner.daily
+        assert daily is not None
+        assert daily.horizon(clock.now(), 96)[0].energy_wh == 1500  # 500 Wh given
 
 
 def _envelope() -> Envelope:

@@ -1,4 +1,9 @@
-"""Relay-switched deferrable loads: what the planner is asked to place, and where it puts them."""
+"""Relay-switched deferrable loads: what the planner is asked to place, and where it puts them.
+
+A board's `[devices]` loads join its `[site.der]` deferrable loads (der.equipment.with_devices)
+and are placed by the same DailyLoads: a relay is off or on at the load's power, for whole
+steps.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +13,75 @@ import pytest
 from pydantic import ValidationError
 
 from meterchain.agents.messages import TariffNotice
-from meterchain.agents.planning import DailyLoad, DailyLoads, DerPlanner
-from meterchain.config import SwitchedLoadConfig
+from meterchain.agents.planning import DerPlanner
+from meterchain.config import DevicesConfig, SwitchedLoadConfig
+from meterchain.der.equipment import DailyLoads, with_devices
 from meterchain.der.site import Site
 
 NINE_LOCAL = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # 09:00 in Fortaleza (UTC-3)
-HEATER = DailyLoad("heater", power_w=2000, energy_wh=1800, start_hour=10, end_hour=16)
+HEATER = SwitchedLoadConfig(
+    name="heater",
+    url="relay+tcp://127.0.0.1:502?unit=3",
+    power_w=2000,
+    energy_wh=1800,
+    start_hour=10,
+    end_hour=16,
+)
+TARIFFS = TariffNotice(retail_price=0.95, feed_in_price=0.25)
+
+
+def daily() -> DailyLoads:
+    equipment = with_devices(None, DevicesConfig(loads=[HEATER]))
+    assert equipment is not None
+    return DailyLoads(equipment.deferrable_loads, equipment.timezone, 900)
+
+
+def planner(forecast: object = None) -> DerPlanner:
+    return DerPlanner(
+        Site(name="m1"),
+        forecast or (lambda _start, n: ([0.0] * n, [400.0] * n)),  # type: ignore[arg-type]
+        meter_id="m1",
+        equipment=with_devices(None, DevicesConfig(loads=[HEATER])),
+    )
 
 
 def test_the_window_and_the_energy_are_placed_in_whole_relay_steps() -> None:
-    (load,) = DailyLoads([HEATER]).for_horizon(NINE_LOCAL, 96, 900)
+    (load,) = daily().horizon(NINE_LOCAL, 96)
     assert (load.start_step, load.end_step) == (4, 28)  # 10:00 to 16:00
     assert load.energy_wh == 2000  # 1.8 kWh rounds up to four 15-minute steps of 500 Wh
+    assert load.least_energy_wh == 1800
     assert load.min_power_w == load.max_power_w == 2000  # a relay: off or on
 
 
 def test_what_ran_today_is_not_asked_for_again() -> None:
-    loads = DailyLoads([HEATER])
-    loads.record("heater", datetime(2026, 11, 24, 13, 0, tzinfo=UTC), 1000)
-    (load,) = loads.for_horizon(datetime(2026, 11, 24, 14, 0, tzinfo=UTC), 96, 900)
+    loads = daily()
+    for start in (
+        datetime(2026, 11, 24, 13, 0, tzinfo=UTC),
+        datetime(2026, 11, 24, 13, 15, tzinfo=UTC),
+    ):
+        loads.record(start, {"heater": 2000})  # two steps on: 1 kWh
+    (load,) = loads.horizon(datetime(2026, 11, 24, 14, 0, tzinfo=UTC), 96)
     assert load.energy_wh == 1000 and load.start_step == 0
 
 
 def test_a_window_almost_over_asks_only_what_fits() -> None:
     late = datetime(2026, 11, 24, 18, 30, tzinfo=UTC)  # 15:30 local: two steps left
-    (load,) = DailyLoads([HEATER]).for_horizon(late, 96, 900)
+    (load,) = daily().horizon(late, 96)
     assert (load.start_step, load.end_step, load.energy_wh) == (0, 2, 1000)
 
 
 def test_after_the_window_comes_tomorrows() -> None:
-    loads = DailyLoads([HEATER])
-    loads.record("heater", datetime(2026, 11, 24, 14, 0, tzinfo=UTC), 2000)  # done today
-    (load,) = loads.for_horizon(datetime(2026, 11, 24, 20, 0, tzinfo=UTC), 96, 900)
+    loads = daily()
+    for quarter in range(4):
+        loads.record(datetime(2026, 11, 24, 14, 15 * quarter, tzinfo=UTC), {"heater": 2000})
+    loads.record(datetime(2026, 11, 24, 15, 0, tzinfo=UTC), {})  # and off since
+    (load,) = loads.horizon(datetime(2026, 11, 24, 20, 0, tzinfo=UTC), 96)
     assert load.start_step == 17 * 4 and load.energy_wh == 2000  # from 17:00 to 10:00 tomorrow
 
 
 def test_the_plan_runs_the_heater_when_the_window_closes() -> None:
     late = datetime(2026, 11, 24, 18, 30, tzinfo=UTC)
-    planner = DerPlanner(
-        Site(name="m1"),
-        lambda _start, n: ([0.0] * n, [400.0] * n),
-        meter_id="m1",
-        daily_loads=DailyLoads([HEATER]),
-    )
-    plan = planner.plan(late, TariffNotice(retail_price=0.95, feed_in_price=0.25), None, late)
+    plan = planner().plan(late, TARIFFS, None, late)
     assert plan.deferrable_power_w == {"heater": pytest.approx(2000)}
     assert plan.expected_import_wh == pytest.approx((400 + 2000) / 4)
 
@@ -61,8 +91,7 @@ def test_the_plan_puts_the_heater_in_the_sun() -> None:
         # 3 kW of PV from 11:00 to 13:00 local (steps 8..15 from 09:00), nothing else
         return [3000.0 if 8 <= t < 16 else 0.0 for t in range(steps)], [300.0] * steps
 
-    planner = DerPlanner(Site(name="m1"), forecast, meter_id="m1", daily_loads=DailyLoads([HEATER]))
-    problem = planner.problem(NINE_LOCAL, TariffNotice(retail_price=0.95, feed_in_price=0.25), None)
+    problem = planner(forecast).problem(NINE_LOCAL, TARIFFS, None)
     from meterchain.der.optimiser import optimise
 
     schedule = optimise(problem)

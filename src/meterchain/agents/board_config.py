@@ -156,9 +156,13 @@ class ConfiguredPlanner(DerPlanner):
         return None if self.handler is None else self.handler.config
 
     def problem(
-        self, interval_start: datetime, tariffs: TariffNotice, soc_fraction: float | None
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        rooms_c: dict[str, float] | None = None,
     ) -> DerProblem:
-        problem = super().problem(interval_start, tariffs, soc_fraction)
+        problem = super().problem(interval_start, tariffs, soc_fraction, rooms_c)
         config = self.config
         if config is None or self.handler is None:
             return problem
@@ -208,7 +212,9 @@ def configure_problem(
             target = config.target_soc_fraction
         if target is not None:
             target = min(max(target, battery.soc_min_fraction), battery.soc_max_fraction)
-    loads = deferrable_loads(config, interval_start, problem.steps, problem.step_s, zone)
+    # The web's loads come beside the board's own ([site.der], relay loads), never instead.
+    configured = deferrable_loads(config, interval_start, problem.steps, problem.step_s, zone)
+    loads = [*problem.deferrable_loads, *configured]
     import_limit = site.import_limit_w
     if loads and battery is None and import_limit is None and site.export_limit_w is None:
         import_limit = NO_PRACTICAL_LIMIT_W

@@ -1,25 +1,30 @@
-"""What a household plans for the next interval: orders and a battery set-point.
+"""What a household plans for the next interval: orders, a battery and an AC set-point.
 
-The plan comes from the DER optimiser over a rolling horizon at the grid's tariffs; the
-orders' limit prices come from the marginal value of energy to the household.
+The plan comes from the DER optimiser over a rolling horizon at the grid's tariffs, re-made
+every interval from the measured state (a receding horizon); the orders' limit prices come from
+the marginal value of energy to the household. An air conditioner under "plan" control is part
+of the plan (a thermal load whose room temperature the board measures); under "thermostat"
+control it holds the top of its comfort band, and the plan only forecasts what that draws.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 from meterchain.agents.messages import TariffNotice
-from meterchain.der.optimiser import optimise
-from meterchain.der.orders import orders_for_next_interval, planned_exchange
-from meterchain.der.schedule import DerSchedule
-from meterchain.der.site import DeferrableLoad, DerProblem, Site
+from meterchain.der.site import DerProblem, Site, ThermalLoad
 from meterchain.model import Order, Side
+
+if TYPE_CHECKING:  # the solver (highspy) loads only when a plan is made, not at start-up
+    from meterchain.config import AirConditionerConfig, DerConfig
+    from meterchain.der.mpc import RecedingHorizon
+    from meterchain.der.schedule import DerSchedule
+    from meterchain.der.weather import OutdoorForecaster
 
 Forecast = Callable[[datetime, int], tuple[list[float], list[float]]]
 """(start, steps) -> (pv_w, load_w) per step."""
@@ -31,76 +36,75 @@ class HouseholdPlan:
     battery_power_w: float | None
     expected_import_wh: float
     expected_export_wh: float
-    #: each relay-switched deferrable load's power in the interval (0: off)
-    deferrable_power_w: Mapping[str, float] = field(default_factory=dict)
+    thermal_power_w: dict[str, float] = field(default_factory=dict)
+    deferrable_power_w: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class DailyLoad:
-    """A relay-switched load that needs `energy_wh` every day between two local hours."""
+class AirConditionerDevice(Protocol):
+    """What a board reads from and tells its air conditioner (room and outdoor sensors)."""
+
+    async def room_c(self) -> float: ...
+
+    async def outdoor_c(self) -> float: ...
+
+    async def set_power_w(self, power_w: float) -> None: ...
+
+    async def hold_c(self, setpoint_c: float, step_s: int) -> None:
+        """Run as its own thermostat at `setpoint_c` through the coming interval."""
+        ...
+
+
+@dataclass
+class AirConditionerControl:
+    """An air conditioner the planner runs (or forecasts, under thermostat control)."""
 
     name: str
-    power_w: float
-    energy_wh: float
-    start_hour: int
-    end_hour: int
-    timezone: str = "America/Fortaleza"
+    config: AirConditionerConfig
+    device: AirConditionerDevice
+    timezone: str
+    forecaster: OutdoorForecaster
 
+    def band_c(self, moment: datetime) -> tuple[float, float]:
+        return self.config.comfort_band_c(moment, self.timezone)
 
-class DailyLoads:
-    """The board's deferrable loads for each horizon, and the energy each got so far today.
+    def load(self, start: datetime, steps: int, step_s: int, room_c: float) -> ThermalLoad:
+        """The optimiser's view of the air conditioner over the horizon from `start`."""
+        outdoor = list(self.forecaster.forecast(start, steps, step_s))
+        moments = [start + timedelta(seconds=(k + 1) * step_s) for k in range(steps)]
+        bands = [self.band_c(m) for m in moments]
+        c = self.config
+        return ThermalLoad(
+            name=self.name,
+            max_power_w=c.max_power_kw * 1000,
+            capacitance_wh_per_k=c.capacitance_wh_per_k,
+            resistance_k_per_w=c.resistance_k_per_w,
+            initial_c=room_c,
+            outdoor_c=outdoor,
+            comfort_min_c=[low for low, _ in bands],
+            comfort_max_c=[high for _, high in bands],
+            heat_gain_w=[c.heat_gain_w] * steps,
+            cop_at_reference=c.cop_at_reference,
+            reference_outdoor_c=c.reference_outdoor_c,
+            cop_change_per_k=c.cop_change_per_k,
+            discomfort_per_kelvin_hour=c.discomfort_per_kelvin_hour,
+        )
 
-    The planner places what a load still needs in the rest of today's window (or in
-    tomorrow's, once today's has passed), switched on or off at its power: in whole steps
-    (a relay is on for an interval or off), no more than the window still holds.
-    """
+    def thermostat_w(self, load: ThermalLoad, step_h: float) -> list[float]:
+        """What an ideal inverter thermostat holding the top of the band would draw per step."""
+        from meterchain.der.thermal import next_temperature_c, power_to_reach_w
 
-    def __init__(self, loads: Sequence[DailyLoad]) -> None:
-        self.loads = {load.name: load for load in loads}
-        self._delivered_wh: dict[tuple[str, date], float] = {}
-
-    def _day(self, load: DailyLoad, moment: datetime) -> date:
-        return moment.astimezone(ZoneInfo(load.timezone)).date()
-
-    def record(self, name: str, interval_start: datetime, energy_wh: float) -> None:
-        """The load ran in the interval that starts at `interval_start`."""
-        key = (name, self._day(self.loads[name], interval_start))
-        self._delivered_wh[key] = self._delivered_wh.get(key, 0.0) + energy_wh
-
-    def for_horizon(self, start: datetime, steps: int, step_s: int) -> list[DeferrableLoad]:
-        """The loads as the optimiser takes them, for `steps` steps of `step_s` from `start`."""
-        placed = []
-        for load in self.loads.values():
-            zone = ZoneInfo(load.timezone)
-            local = start.astimezone(zone)
-            for day in (local.date(), local.date() + timedelta(days=1)):
-                opens = datetime(day.year, day.month, day.day, tzinfo=zone)
-                window = (
-                    opens + timedelta(hours=load.start_hour),
-                    opens + timedelta(hours=load.end_hour),
-                )
-                first = max(0, _steps_until(start, window[0], step_s))
-                last = min(steps, _steps_until(start, window[1], step_s))
-                needed = load.energy_wh - self._delivered_wh.get((load.name, day), 0.0)
-                step_wh = load.power_w * step_s / 3600
-                on_steps = min(math.ceil(needed / step_wh - 1e-9), last - first)
-                if on_steps > 0:
-                    placed.append(
-                        DeferrableLoad(
-                            name=load.name,
-                            energy_wh=on_steps * step_wh,
-                            start_step=first,
-                            end_step=last,
-                            max_power_w=load.power_w,
-                            min_power_w=load.power_w,  # a relay: off, or on at full power
-                        )
-                    )
-                    break
-        return placed
-
-
-def _steps_until(start: datetime, moment: datetime, step_s: int) -> int:
-    return int((moment - start).total_seconds() // step_s)
+        room, out = load.initial_c, []
+        for t, outdoor in enumerate(load.outdoor_c):
+            target = min(room, load.comfort_max_c[t])
+            gain = load.gains_w(len(load.outdoor_c))[t]
+            power = power_to_reach_w(
+                load, room, target, outdoor_c=outdoor, gain_w=gain, step_h=step_h
+            )
+            room = next_temperature_c(
+                load, room, outdoor_c=outdoor, gain_w=gain, power_w=power, step_h=step_h
+            )
+            out.append(power)
+        return out
 
 
 class DerPlanner:
@@ -117,7 +121,8 @@ class DerPlanner:
         flexible_orders: bool = False,
         target_soc_fraction: float = 0.5,
         executor: Executor | None = None,
-        daily_loads: DailyLoads | None = None,
+        air_conditioners: list[AirConditionerControl] | None = None,
+        equipment: DerConfig | None = None,
     ) -> None:
         self.site = site
         self.forecast = forecast
@@ -127,23 +132,47 @@ class DerPlanner:
         self.flexible_orders = flexible_orders
         self.target_soc_fraction = target_soc_fraction
         self.executor = executor
-        self.daily_loads = daily_loads
+        self.air_conditioners = air_conditioners or []
+        # a board's [site.der]: batteries, daily loads, tariffs, limits, SoC targets
+        self.equipment = equipment
+        self.daily = None
+        self.month_peak: tuple[tuple[int, int], float] = ((0, 0), 0.0)
+        if equipment is not None:
+            from meterchain.der.equipment import DailyLoads, site_from
+
+            self.site = site_from(equipment, site.name)
+            self.daily = DailyLoads(equipment.deferrable_loads, equipment.timezone, step_s)
+        # In this process (a board), one kept model re-planned each interval; a process pool
+        # (the simulation) plans cold, with the same result.
+        self.horizon: RecedingHorizon | None = None
 
     def problem(
-        self, interval_start: datetime, tariffs: TariffNotice, soc_fraction: float | None
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        rooms_c: dict[str, float] | None = None,
     ) -> DerProblem:
-        """The optimisation problem for the horizon that starts with `interval_start`."""
+        """The optimisation problem for the horizon that starts with `interval_start`, with the
+        rooms' measured temperatures (`rooms_c`, by air conditioner) when there are any."""
         pv_w, load_w = self.forecast(interval_start, self.horizon_steps)
         steps = len(pv_w)
+        thermal = []
+        for control in self.air_conditioners:
+            room = (rooms_c or {}).get(control.name, control.config.initial_c)
+            load = control.load(interval_start, steps, self.step_s, room)
+            if control.config.control == "plan":
+                thermal.append(load)
+            else:  # the thermostat runs it: the plan only expects its consumption
+                drawn = control.thermostat_w(load, self.step_s / 3600)
+                load_w = [w + p for w, p in zip(load_w, drawn, strict=True)]
         export_limit = tariffs.max_export_w
         site = self.site
         if export_limit is not None and site.export_limit_w != export_limit:
-            site = Site(
-                name=site.name,
-                battery=site.battery,
-                pv_curtailable=site.pv_curtailable,
-                import_limit_w=site.import_limit_w,
-                export_limit_w=export_limit,
+            site = replace(site, export_limit_w=export_limit)
+        if self.equipment is not None:
+            return self._equipment_problem(
+                interval_start, tariffs, soc_fraction, site, pv_w, load_w, thermal
             )
         return DerProblem(
             site=site,
@@ -155,13 +184,65 @@ class DerPlanner:
             # A rolling horizon must not sell the battery empty at its end: energy left over
             # is worth something tomorrow. The target is soft (penalised), never infeasible.
             target_soc_fraction=self.target_soc_fraction if site.battery is not None else None,
-            deferrable_loads=(
-                self.daily_loads.for_horizon(interval_start, steps, self.step_s)
-                if self.daily_loads is not None
-                else ()
-            ),
             step_s=self.step_s,
+            thermal_loads=thermal,
         )
+
+    def _equipment_problem(
+        self,
+        interval_start: datetime,
+        tariffs: TariffNotice,
+        soc_fraction: float | None,
+        site: Site,
+        pv_w: list[float],
+        load_w: list[float],
+        thermal: list[ThermalLoad],
+    ) -> DerProblem:
+        """The problem of a board configured with [site.der] (see meterchain.der.equipment)."""
+        from meterchain.der import equipment as eq
+
+        config, steps, step_s = self.equipment, len(pv_w), self.step_s
+        assert config is not None and self.daily is not None
+        zone = config.timezone
+        imports, exports = eq.limits(config, interval_start, steps, step_s, zone)
+        month, peak = self.month_peak
+        now = (interval_start.year, interval_start.month)
+        return DerProblem(
+            site=site,
+            pv_w=pv_w,
+            load_w=load_w,
+            buy_price_per_kwh=eq.buy_prices(
+                config, interval_start, steps, step_s, zone, tariffs.retail_price
+            ),
+            sell_price_per_kwh=[tariffs.feed_in_price] * steps,
+            initial_soc_fraction=soc_fraction if soc_fraction is not None else 0.5,
+            target_soc_fraction=config.end_soc if site.all_batteries else None,
+            deferrable_loads=self.daily.horizon(interval_start, steps),
+            step_s=step_s,
+            thermal_loads=thermal,
+            soc_targets=eq.soc_targets(config, interval_start, steps, step_s, zone)
+            if site.all_batteries
+            else (),
+            demand_charges=eq.demand_charges(
+                config,
+                interval_start,
+                steps,
+                step_s,
+                zone,
+                peak_so_far_kw=peak if month == now else 0.0,
+            ),
+            import_limit_w=imports,
+            export_limit_w=exports,
+        )
+
+    def record(self, interval_start: datetime, plan: HouseholdPlan) -> None:
+        """What the plan set in motion for this interval: daily loads' energy, month's peak."""
+        if self.daily is not None:
+            self.daily.record(interval_start, plan.deferrable_power_w)
+        month, peak = self.month_peak
+        now = (interval_start.year, interval_start.month)
+        drawn_kw = plan.expected_import_wh / (self.step_s / 3600) / 1000
+        self.month_peak = (now, max(drawn_kw, peak if month == now else 0.0))
 
     def plan(
         self,
@@ -170,9 +251,15 @@ class DerPlanner:
         soc_fraction: float | None,
         now: datetime,
     ) -> HouseholdPlan:
-        """Plan in this thread."""
+        """Plan in this thread (with the kept model of a receding horizon)."""
+        from meterchain.der.mpc import RecedingHorizon
+
         problem = self.problem(interval_start, tariffs, soc_fraction)
-        return solve_plan(problem, self._request(interval_start, now))
+        if self.horizon is None:
+            self.horizon = RecedingHorizon(time_limit_s=5.0, mip_rel_gap=1e-4)
+        plan = solve_plan(problem, self._request(interval_start, now), self.horizon)
+        self.record(interval_start, plan)
+        return plan
 
     async def plan_async(
         self,
@@ -182,13 +269,42 @@ class DerPlanner:
         now: datetime,
     ) -> HouseholdPlan:
         """Plan without blocking the event loop: in `executor` (a process pool spreads the
-        MILPs of many households over the cores), else in a thread."""
-        problem = self.problem(interval_start, tariffs, soc_fraction)
+        MILPs of many households over the cores, each planned cold), else in a thread with the
+        kept model of a receding horizon. The air conditioners' sensors are read first and
+        their set-points applied after."""
+        rooms = await self._read_rooms(now)
+        problem = self.problem(interval_start, tariffs, soc_fraction, rooms)
         request = self._request(interval_start, now)
         if not _needs_solver(problem):
-            return solve_plan(problem, request)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, solve_plan, problem, request)
+            plan = solve_plan(problem, request)
+        else:
+            loop = asyncio.get_running_loop()
+            if self.executor is None:
+                from meterchain.der.mpc import RecedingHorizon
+
+                if self.horizon is None:
+                    self.horizon = RecedingHorizon(time_limit_s=5.0, mip_rel_gap=1e-4)
+                plan = await loop.run_in_executor(None, solve_plan, problem, request, self.horizon)
+            else:
+                plan = await loop.run_in_executor(self.executor, solve_plan, problem, request)
+        await self._apply_rooms(plan, interval_start)
+        self.record(interval_start, plan)
+        return plan
+
+    async def _read_rooms(self, now: datetime) -> dict[str, float]:
+        rooms = {}
+        for control in self.air_conditioners:
+            rooms[control.name] = await control.device.room_c()
+            control.forecaster.observe(now, await control.device.outdoor_c())
+        return rooms
+
+    async def _apply_rooms(self, plan: HouseholdPlan, interval_start: datetime) -> None:
+        for control in self.air_conditioners:
+            if control.config.control == "plan":
+                await control.device.set_power_w(plan.thermal_power_w.get(control.name, 0.0))
+            else:  # its own thermostat holds the top of the band through the interval
+                _, top = control.band_c(interval_start + timedelta(seconds=self.step_s))
+                await control.device.hold_c(top, self.step_s)
 
     def _request(self, interval_start: datetime, now: datetime) -> PlanRequest:
         return PlanRequest(
@@ -212,15 +328,27 @@ def _needs_solver(problem: DerProblem) -> bool:
         site.battery is None
         and site.export_limit_w is None
         and site.import_limit_w is None
+        and not problem.thermal_loads
         and not problem.deferrable_loads
     )
 
 
-def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
-    """The plan for a problem: a module-level function so a process pool can run it."""
+def solve_plan(
+    problem: DerProblem, request: PlanRequest, horizon: RecedingHorizon | None = None
+) -> HouseholdPlan:
+    """The plan for a problem: a module-level function so a process pool can run it (cold);
+    with `horizon`, its kept model is re-planned warm (same plan, less time)."""
     if not _needs_solver(problem):
         return _inflexible_plan(problem, request)
-    schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
+    from meterchain.der.optimiser import optimise
+    from meterchain.der.orders import orders_for_next_interval
+
+    if horizon is not None:
+        schedule = horizon.plan(problem)
+        model = horizon.model
+    else:
+        schedule = optimise(problem, time_limit_s=5.0, mip_rel_gap=1e-4)
+        model = None
     side = _trading_side(problem, schedule)
     orders = orders_for_next_interval(
         problem,
@@ -230,6 +358,7 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
         order_id_prefix=f"{request.meter_id}-{request.interval}",
         flexible=request.flexible_orders,
         only_side=side,
+        model=model,
     )
     orders = [order for order in orders if order.side is side]
     nxt = schedule.next_interval()
@@ -238,6 +367,7 @@ def solve_plan(problem: DerProblem, request: PlanRequest) -> HouseholdPlan:
         battery_power_w=nxt.battery_power_w if problem.site.battery is not None else None,
         expected_import_wh=nxt.import_wh,
         expected_export_wh=nxt.export_wh,
+        thermal_power_w=dict(nxt.thermal_power_w),
         deferrable_power_w=dict(nxt.deferrable_power_w),
     )
 
@@ -248,6 +378,8 @@ def _trading_side(problem: DerProblem, schedule: DerSchedule) -> Side:
     The side of the planned exchange; with none, a battery buys while the sun covers the load
     (to store a neighbour's surplus) and sells otherwise.
     """
+    from meterchain.der.orders import planned_exchange
+
     planned = planned_exchange(problem, schedule)
     if planned:
         return planned[0].side

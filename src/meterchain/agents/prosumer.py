@@ -368,15 +368,11 @@ class ProsumerAgent(Agent):
         planned = self.pending_loads_w.pop(str(interval), {})
         if self.devices is None:
             return
-        start = datetime.fromtimestamp(interval, UTC)
         for name, power_w in planned.items():
             load = self.devices.loads.get(name)
             if load is None:
                 continue
-            on = await self._device_step(f"switching {name}", load.switch(power_w > 0.5))
-            daily = self.planner.daily_loads
-            if on and daily is not None and name in daily.loads:
-                daily.record(name, start, daily.loads[name].power_w * self.planner.step_s / 3600)
+            await self._device_step(f"switching {name}", load.switch(power_w > 0.5))
 
     async def _fall_back(self, key: str, reading: Reading | None = None) -> None:
         """The market is lost: the devices follow the safe local rule until it returns."""

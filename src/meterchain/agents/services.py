@@ -170,8 +170,8 @@ def build_board(config: BoardConfig) -> Running:
     """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
     from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
     from meterchain.agents.forecasting import BoardForecast
-    from meterchain.agents.planning import DailyLoad, DailyLoads
     from meterchain.agents.prosumer import ProsumerAgent
+    from meterchain.der.equipment import with_devices
     from meterchain.der.site import Battery, Site
     from meterchain.devices.board import open_board_devices
     from meterchain.meters.registry import open_meter
@@ -202,20 +202,8 @@ def build_board(config: BoardConfig) -> Running:
         meter_id=config.meter_id,
         horizon_steps=config.site.horizon_steps,
         step_s=interval_s,
-        daily_loads=DailyLoads(
-            [
-                DailyLoad(
-                    load.name,
-                    load.power_w,
-                    load.energy_wh,
-                    load.start_hour,
-                    load.end_hour,
-                    load.timezone,
-                )
-                for load in devices.loads
-                if load.power_w is not None and load.energy_wh is not None
-            ]
-        ),
+        # [site.der] and the devices' battery and relay loads: what the optimiser plans with
+        equipment=with_devices(config.site.der, devices, interval_s),
     )
     planner.handler = BoardConfigHandler(
         records, site, step_s=interval_s, timezone=config.site.timezone

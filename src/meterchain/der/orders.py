@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from meterchain.der.optimiser import cost_to_go
+from meterchain.der.optimiser import KeptModel, cost_to_go
 from meterchain.der.schedule import DerSchedule
 from meterchain.der.site import DerProblem
 from meterchain.model import Order, Side
@@ -65,24 +65,29 @@ def planned_exchange(problem: DerProblem, schedule: DerSchedule) -> list[PricedQ
 
 
 def _headroom_w(problem: DerProblem, schedule: DerSchedule) -> tuple[float, float]:
-    """How much more the battery could take in (up) or give out (down) in step 0, in W."""
-    battery, site = problem.site.battery, problem.site
-    if battery is None:
+    """How much more the batteries could take in (up) or give out (down) in step 0, in W."""
+    site = problem.site
+    batteries = site.all_batteries
+    if not batteries:
         return 0.0, 0.0
     step_h = problem.step_h
-    soc = problem.initial_soc_wh
-    charge, discharge = schedule.charge_w[0], schedule.discharge_w[0]
+    plans = schedule.batteries or ()
+    up = down = 0.0
+    for index, battery in enumerate(batteries):
+        soc = problem.initial_soc_wh_of(index)
+        if plans:
+            charge, discharge = plans[index].charge_w[0], plans[index].discharge_w[0]
+        else:
+            charge, discharge = schedule.charge_w[0], schedule.discharge_w[0]
+        more_in = battery.max_charge_w_at(soc) - charge + discharge
+        room_wh = max(battery.soc_max_wh, soc) - soc
+        up += max(0.0, min(more_in, discharge + room_wh / battery.charge_efficiency / step_h))
+        more_out = battery.max_discharge_power_w - discharge + charge
+        stored_wh = soc - min(battery.soc_min_wh, soc)
+        down += max(0.0, min(more_out, charge + stored_wh * battery.discharge_efficiency / step_h))
     net = schedule.import_w[0] - schedule.export_w[0]
-    up = battery.max_charge_power_w - charge + discharge
-    room_wh = max(battery.soc_max_wh, soc) - soc
-    up = min(up, discharge + room_wh / battery.charge_efficiency / step_h)
-    if site.import_limit_w is not None:
-        up = min(up, site.import_limit_w - net)
-    down = battery.max_discharge_power_w - discharge + charge
-    stored_wh = soc - min(battery.soc_min_wh, soc)
-    down = min(down, charge + stored_wh * battery.discharge_efficiency / step_h)
-    if site.export_limit_w is not None:
-        down = min(down, site.export_limit_w + net)
+    up = min(up, problem.import_limit_at(0) - net)
+    down = min(down, problem.export_limit_at(0) + net)
     return max(0.0, up), max(0.0, down)
 
 
@@ -92,17 +97,19 @@ def flexible_blocks(
     *,
     time_limit_s: float = 10.0,
     only_side: Side | None = None,
+    model: KeptModel | None = None,
 ) -> list[PricedQuantity]:
     """Extra energy the battery would buy or sell in step 0, at the price that makes it pay.
 
     `only_side` prices one side only (a market that takes a meter on one side per interval
-    needs no price for the other, and each side costs a re-solve)."""
+    needs no price for the other, and each side costs a re-solve). `model`, a kept model that
+    holds `problem`, is re-solved with step 0 pinned instead of building a model per price."""
     up_w, down_w = _headroom_w(problem, schedule)
     step_h = problem.step_h
     if up_w * step_h < MIN_QUANTITY_WH and down_w * step_h < MIN_QUANTITY_WH:
         return []
     net_w = schedule.import_w[0] - schedule.export_w[0]
-    base = cost_to_go(problem, net_w, time_limit_s=time_limit_s)
+    base = cost_to_go(problem, net_w, time_limit_s=time_limit_s, model=model)
     if base is None:
         return []
     buy, sell = problem.buy_price_per_kwh[0], problem.sell_price_per_kwh[0]
@@ -122,7 +129,10 @@ def flexible_blocks(
             if quantity_wh < MIN_QUANTITY_WH:
                 break
             pinned = cost_to_go(
-                problem, net_w + sign * quantity_wh / step_h, time_limit_s=time_limit_s
+                problem,
+                net_w + sign * quantity_wh / step_h,
+                time_limit_s=time_limit_s,
+                model=model,
             )
             if pinned is None:
                 power_w /= 2
@@ -151,11 +161,14 @@ def orders_for_next_interval(
     flexible: bool = True,
     time_limit_s: float = 10.0,
     only_side: Side | None = None,
+    model: KeptModel | None = None,
 ) -> list[Order]:
     """The site's orders for the interval its plan starts with (see the module docstring)."""
     priced = planned_exchange(problem, schedule)
     if flexible:
-        priced += flexible_blocks(problem, schedule, time_limit_s=time_limit_s, only_side=only_side)
+        priced += flexible_blocks(
+            problem, schedule, time_limit_s=time_limit_s, only_side=only_side, model=model
+        )
     orders = []
     for index, item in enumerate(priced):
         orders.append(

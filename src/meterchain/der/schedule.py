@@ -34,6 +34,7 @@ class NextInterval:
     battery_power_w: float
     curtailment_w: float
     deferrable_power_w: Mapping[str, float]
+    thermal_power_w: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def net_import_wh(self) -> float:
@@ -46,12 +47,27 @@ class NextInterval:
 
 
 @dataclass(frozen=True)
+class BatteryPlan:
+    """One battery's part of a plan (the schedule's own flows are the sums over batteries)."""
+
+    name: str
+    capacity_wh: float
+    charge_w: tuple[float, ...]
+    discharge_w: tuple[float, ...]
+    soc_wh: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class DerSchedule:
     """A plan over the horizon. Powers are averages over each step; `soc_wh` is at each step's end.
 
-    `cost` is the grid bill alone; `battery_wear_cost` is the battery's cycle cost, and `penalty`
-    what the soft constraints (SoC outside its bounds, target missed) added to the objective,
-    reported apart so that nobody mistakes a penalty for money.
+    `cost` is the grid energy bill alone; `battery_wear_cost` is the batteries' wear,
+    `demand_cost` the demand charges billed for the month with this plan's peak,
+    `load_price_cost` what the loads' own prices add, `startup_cost` the loads' start-ups,
+    `discomfort_cost` the price of the kelvin·hours spent outside the comfort bands, and
+    `penalty` what the soft constraints (SoC outside its bounds, targets missed) added to the
+    objective, reported apart so that nobody mistakes a penalty for money. `objective` is their
+    sum: what the plan minimised.
     `marginal_value_per_kwh[t]` is the dual of step t's energy balance in the LP with the
     binaries fixed at the plan: what one more kWh of demand at step t would cost the site.
     `battery_value_per_kwh[t]` is the dual of the SoC balance at the end of step t: what one more
@@ -79,6 +95,26 @@ class DerSchedule:
     mip_gap: float = 0.0
     solve_time_s: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    thermal_w: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    temperature_c: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    batteries: tuple[BatteryPlan, ...] = ()
+    demand_cost: float = 0.0
+    load_price_cost: float = 0.0
+    startup_cost: float = 0.0
+    discomfort_cost: float = 0.0
+    discomfort_k_h: float = 0.0
+
+    @property
+    def objective(self) -> float:
+        return (
+            self.cost
+            + self.battery_wear_cost
+            + self.demand_cost
+            + self.load_price_cost
+            + self.startup_cost
+            + self.discomfort_cost
+            + self.penalty
+        )
 
     @property
     def steps(self) -> int:
@@ -116,4 +152,5 @@ class DerSchedule:
             battery_power_w=self.charge_w[0] - self.discharge_w[0],
             curtailment_w=self.curtailment_w[0],
             deferrable_power_w={name: power[0] for name, power in self.deferrable_w.items()},
+            thermal_power_w={name: power[0] for name, power in self.thermal_w.items()},
         )

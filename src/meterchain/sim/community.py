@@ -35,7 +35,7 @@ from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.grid import GridAgent
 from meterchain.agents.market import MarketAgent
 from meterchain.agents.messages import Ack, PhaseName, TariffNotice, Tick
-from meterchain.agents.planning import DerPlanner
+from meterchain.agents.planning import AirConditionerControl, DerPlanner
 from meterchain.agents.prosumer import ProsumerAgent
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
 from meterchain.chain.batch import (
@@ -69,6 +69,12 @@ from meterchain.meters.registry import open_meter
 from meterchain.meters.sim.physical import BatterySpec, PhysicalMeter
 from meterchain.meters.sim.registry import client_url, start_simulator
 from meterchain.meters.sim.server import RunningServer
+from meterchain.sim.aircon import (
+    BoardLink,
+    LoadWithAirConditioner,
+    SimulatedAirConditioner,
+    outdoor_truth_c,
+)
 from meterchain.sim.errors import SimulationError
 from meterchain.sim.profiles import StepProfile, household_load_w, pv_power_w
 from meterchain.sim.results import (
@@ -133,6 +139,7 @@ class SimHousehold:
     meter: Meter | None = None
     agent: ProsumerAgent | None = None
     devices: BoardDevices | None = None
+    aircon: SimulatedAirConditioner | None = None
 
 
 def _household_key(scenario: Scenario, meter_id: str) -> LocalAccount:
@@ -145,6 +152,14 @@ def _household_key(scenario: Scenario, meter_id: str) -> LocalAccount:
 def _build_households(scenario: Scenario, clock: ManualClock) -> list[SimHousehold]:
     steps = scenario.intervals + HORIZON_STEPS
     households = []
+    # One outdoor temperature for the street, which the boards' forecasts do not know.
+    outdoor = outdoor_truth_c(
+        scenario.start,
+        steps,
+        scenario.interval_s,
+        np.random.default_rng([scenario.seed, 2026]),
+        scenario.location.timezone,
+    )
     for index, config in enumerate(scenario.all_households()):
         rng = np.random.default_rng([scenario.seed, index])
         load = StepProfile(
@@ -195,11 +210,29 @@ def _build_households(scenario: Scenario, clock: ManualClock) -> list[SimHouseho
             else None
         )
         start_import = 1_000_000.0 + 1000 * index  # meters are not new
+        aircon = None
+        meter_load: StepProfile | LoadWithAirConditioner = load
+        if config.air_conditioner is not None:
+            aircon = SimulatedAirConditioner(
+                f"ac-{config.meter_id}",
+                config.air_conditioner,
+                clock,
+                outdoor,
+                scenario.location.timezone,
+            )
+            meter_load = LoadWithAirConditioner(load, aircon)
         model = PhysicalMeter(
-            config.meter_id, clock, load_w=load, pv_w=pv, battery=battery, import_wh=start_import
+            config.meter_id,
+            clock,
+            load_w=meter_load,
+            pv_w=pv,
+            battery=battery,
+            import_wh=start_import,
         )
         households.append(
-            SimHousehold(config, model, load, pv, _household_key(scenario, config.meter_id))
+            SimHousehold(
+                config, model, load, pv, _household_key(scenario, config.meter_id), aircon=aircon
+            )
         )
     return households
 
@@ -245,6 +278,24 @@ async def _serve_devices(
             setpoint_revert_s=2 * interval_s,  # a board that stops talking hands control back
         )
     )
+
+
+def _air_conditioners(household: SimHousehold, scenario: Scenario) -> list[AirConditionerControl]:
+    """The board's control of the household's air conditioner, if it has one."""
+    from meterchain.der.weather import OutdoorForecaster
+
+    if household.aircon is None or household.config.air_conditioner is None:
+        return []
+    location = scenario.location
+    return [
+        AirConditionerControl(
+            name=household.aircon.name,
+            config=household.config.air_conditioner,
+            device=BoardLink(household.aircon),
+            timezone=location.timezone,
+            forecaster=OutdoorForecaster(longitude=location.longitude, timezone=location.timezone),
+        )
+    ]
 
 
 def _site(config: Household) -> Site:
@@ -399,6 +450,7 @@ async def _run_agents(
                     # A battery can offer its spare headroom to neighbours, priced by re-solving.
                     flexible_orders=household.config.battery_kwh > 0,
                     executor=planners,
+                    air_conditioners=_air_conditioners(household, scenario),
                 ),
                 records=Records(store, f"prosumer-{household.config.meter_id}"),
                 clock=clock,
@@ -474,6 +526,7 @@ async def _drive(
     }
     max_power_w = {h.config.meter_id: round(h.config.connection_kw * 1000) for h in households}
     intervals: list[IntervalMarket] = []
+    aircon_before: dict[str, float] = {}
 
     for index in range(scenario.intervals):
         start = scenario.start + step * index
@@ -499,6 +552,11 @@ async def _drive(
         positions = {p.meter_id: p for p in terms.positions}
         for household in households:
             meter_id = household.config.meter_id
+            aircon_wh = 0.0
+            if household.aircon is not None:  # its electricity is part of the load
+                household.aircon.temperature_c()  # advance to the interval's end
+                aircon_wh = household.aircon.energy_wh - aircon_before.get(meter_id, 0.0)
+                aircon_before[meter_id] = household.aircon.energy_wh
             reading = readings.get(meter_id)
             metered = Metered()
             if reading is not None:
@@ -532,7 +590,7 @@ async def _drive(
                     delivered_wh=delivered_wh,
                     balance_change_units=change_units,
                     cost_without_market_units=alone.debit - alone.credits,
-                    load_wh=household.load.energy_wh(index, 1),
+                    load_wh=household.load.energy_wh(index, 1) + aircon_wh,
                     pv_wh=household.pv.energy_wh(index, 1),
                     battery_soc_fraction=state.battery_soc_fraction,
                 )
@@ -568,4 +626,12 @@ async def _drive(
         chain_id=market_client.domain.chain_id,
         contracts={"EnergyMarket": market_client.address},
         grid_balance_change_units=grid_after - grid_before,
+        air_conditioners={
+            h.config.meter_id: {
+                "control": h.config.air_conditioner.control,
+                **h.aircon.summary(),
+            }
+            for h in households
+            if h.aircon is not None and h.config.air_conditioner is not None
+        },
     )

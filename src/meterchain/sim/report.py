@@ -245,6 +245,8 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
             }
             for m in result.market
         ],
+        # only scenarios with air conditioners (sim/aircon.py) have this entry
+        **({"air_conditioners": result.air_conditioners} if result.air_conditioners else {}),
     }
 
 
