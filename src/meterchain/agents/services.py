@@ -31,6 +31,7 @@ from meterchain.chain.keystore import load_keystore, read_password
 from meterchain.clock import Clock
 from meterchain.config import Tariffs
 from meterchain.roles import BoardConfig, GridConfig, KeyConfig, MarketConfig, MarketRef
+from meterchain.store.bus_spool import MemorySpool, MessageSpool, Spool
 from meterchain.store.db import Store, open_store
 from meterchain.store.records import Records
 
@@ -141,10 +142,12 @@ async def drain_mailbox(agent: Agent, *, quiet_s: float = 0.3, max_s: float = 3.
         await asyncio.sleep(quiet_s)
 
 
-def _bus(config: BoardConfig | MarketConfig | GridConfig) -> MqttBus:
+def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -> MqttBus:
+    """The process's bus; what it sends and takes waits in `spool` (its store) for the broker."""
     return MqttBus(
         config.broker.host,
         config.broker.port,
+        spool=spool,
         connect_timeout_s=config.broker.connect_timeout_s,
     )
 
@@ -178,8 +181,8 @@ def build_board(config: BoardConfig) -> Running:
     domain = market_domain(config.market)
     store = open_store(config.store)
     clock = build_clock(config.clock)
-    bus = _bus(config)
     name = config.agent_name
+    bus = _bus(config, MessageSpool(store, name))
     records = Records(store, name)
     interval_s = config.schedule.interval_s
     forecast = BoardForecast(config.site, records, step_s=interval_s)
@@ -261,7 +264,7 @@ def build_market(config: MarketConfig) -> Running:
         return None if revoked or signer == ZERO_ADDRESS else signer
 
     clock = build_clock(config.clock)
-    bus = _bus(config)
+    bus = _bus(config, MessageSpool(store, config.name))
     agent = MarketAgent(
         config.name,
         bus,
@@ -291,7 +294,7 @@ def build_grid(config: GridConfig) -> Running:
     from meterchain.agents.grid import GridAgent
 
     clock = build_clock(config.clock)
-    bus = _bus(config)
+    bus = _bus(config, MemorySpool(config.name))  # tariffs are announced again every interval
     agent = GridAgent(
         config.name,
         bus,
