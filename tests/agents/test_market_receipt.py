@@ -450,3 +450,12 @@ def _envelope(order: OrderSubmission) -> Envelope:
         content_type="order",
         content=order.model_dump(),
     )
+
+
+async def test_a_market_starting_fresh_voids_nothing_that_had_no_orders(setup: Setup) -> None:
+    market = await setup.start_market()
+    for back in range(4):  # the catch-up of a first start: overdue gate closures, no orders
+        market.post_local(tick("clear", INTERVAL_S, T - back * INTERVAL_S, overdue=True))
+    market.post_local(tick("settle"))
+    await setup.listener.wait_for(DeliveryNotice)
+    assert setup.listener.of(VoidNotice) == [] and market.void == {}

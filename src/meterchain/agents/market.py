@@ -224,13 +224,16 @@ class MarketAgent(Agent):
         """Gate closure: no order for `interval` is taken from now on; its clearing is queued.
 
         An overdue gate closure (the market was down until after the interval ended) cannot
-        be cleared any more: the interval is void, unless its clearing had begun before the
-        market went down (then it is finished: its batch may be on chain already).
+        be cleared any more: the interval is void if it has orders, unless its clearing had
+        begun before the market went down (then it is finished: its batch may be on chain).
         """
         if interval in self.void or interval in self.cleared:
             return
         await self._void_forgotten(interval, "clear")
         if overdue and self.records.get("plan", str(interval)) is None:
+            if not self.book(interval).orders:  # nothing to void (a first start, a quiet hour)
+                self.closed.add(interval)
+                return
             await self.void_interval(
                 interval,
                 "the market was down at its gate closure and came back after the interval ended",
@@ -268,7 +271,7 @@ class MarketAgent(Agent):
                 continue
             book = self.books[interval]
             if settling:
-                forgotten = bool(book.orders or book.readings) or interval in self.closed
+                forgotten = bool(book.orders or book.readings) or interval in self.cleared
             else:
                 forgotten = bool(book.orders) and interval not in self.closed
             if forgotten:
