@@ -71,6 +71,8 @@ class MqttBus:
         port: int = 1883,
         *,
         spool: Spool | None = None,
+        credentials: tuple[str, str] | None = None,
+        tls_ca_file: str | None = None,
         connect_timeout_s: float = 10.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -78,6 +80,8 @@ class MqttBus:
         self.host = host
         self.port = port
         self.spool: Spool = spool if spool is not None else MemorySpool()
+        self.credentials = credentials
+        self.tls_ca_file = tls_ca_file
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -103,10 +107,15 @@ class MqttBus:
     def _client(self, identifier: str | None, *, persistent: bool) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S if persistent else 0
+        username, password = self.credentials or (None, None)
+        tls = None if self.tls_ca_file is None else aiomqtt.TLSParameters(ca_certs=self.tls_ca_file)
         return aiomqtt.Client(
             self.host,
             self.port,
             identifier=identifier,
+            username=username,
+            password=password,
+            tls_params=tls,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=not persistent,
             properties=properties,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,15 @@ from meterchain.agents.ticker import (
 from meterchain.chain.errors import ChainError, DeploymentError
 from meterchain.chain.keystore import load_keystore, read_password
 from meterchain.clock import Clock
-from meterchain.config import Tariffs
-from meterchain.roles import BoardConfig, GridConfig, KeyConfig, MarketConfig, MarketRef
+from meterchain.config import ConfigError, Tariffs
+from meterchain.roles import (
+    BoardConfig,
+    BrokerConfig,
+    GridConfig,
+    KeyConfig,
+    MarketConfig,
+    MarketRef,
+)
 from meterchain.store.bus_spool import MemorySpool, MessageSpool, Spool
 from meterchain.store.db import Store, open_store
 from meterchain.store.records import Records
@@ -144,12 +152,39 @@ async def drain_mailbox(agent: Agent, *, quiet_s: float = 0.3, max_s: float = 3.
 
 def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -> MqttBus:
     """The process's bus; what it sends and takes waits in `spool` (its store) for the broker."""
+    broker = config.broker
+    credentials = None
+    if broker.username is not None:
+        credentials = (broker.username, _broker_password(broker))
     return MqttBus(
-        config.broker.host,
-        config.broker.port,
+        broker.host,
+        broker.port,
         spool=spool,
-        connect_timeout_s=config.broker.connect_timeout_s,
+        credentials=credentials,
+        tls_ca_file=None if broker.tls_ca_file is None else str(broker.tls_ca_file),
+        connect_timeout_s=broker.connect_timeout_s,
     )
+
+
+def _broker_password(broker: BrokerConfig) -> str:
+    """The broker password from [broker] password_file, else the variable password_env."""
+    if broker.password_file is not None:
+        try:
+            lines = broker.password_file.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the broker password file {broker.password_file}: {exc.strerror}"
+            ) from None
+        if lines and lines[0]:
+            return lines[0]
+        raise ConfigError(f"the broker password file {broker.password_file} is empty")
+    password = os.environ.get(broker.password_env)
+    if not password:
+        raise ConfigError(
+            f"[broker] username is {broker.username!r} but no password: set the environment "
+            f"variable {broker.password_env} or [broker] password_file"
+        )
+    return password
 
 
 def _ticker(
