@@ -439,9 +439,15 @@ def start_community(
             kind = "prosumer" if spec.pv_kwp else "consumer"
             if via_cli:
                 common = ["--deployment", str(root / "deployment.json")]
+                # As docs/deployment.md does it: only the board key's address leaves the board.
+                address = _run_cli(
+                    env, "chain", "key", "address", "--keystore",
+                    str(root / f"board-{spec.meter_id}.json"),
+                ).strip()  # fmt: skip
+                assert address == signer, (address, signer)
                 _run_cli(
-                    env, "agent", "register", "--meter-id", spec.meter_id, "--board-keystore",
-                    str(root / f"board-{spec.meter_id}.json"), "--kind", kind, *common,
+                    env, "agent", "register", "--meter-id", spec.meter_id, "--signer", address,
+                    "--kind", kind, *common,
                 )  # fmt: skip
                 _run_cli(
                     env, "agent", "fund", "--meter-id", spec.meter_id, "--amount",

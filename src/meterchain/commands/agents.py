@@ -198,7 +198,11 @@ def register(
     ] = None,
     board_keystore: Annotated[
         Path | None,
-        typer.Option("--board-keystore", help="Or: the board's keystore (read without password)."),
+        typer.Option(
+            "--board-keystore",
+            help="Or: a keystore on this machine (tests); a board's key stays on the board, "
+            "so give its address (`chain key address`) with --signer.",
+        ),
     ] = None,
     owner: Annotated[
         str | None, typer.Option(help="Who may withdraw the meter's balance (default: signer).")
