@@ -328,7 +328,8 @@ class Community:
             "market",
             [
                 EXECUTABLE, "market", "run", "--config", str(self.market_config()),
-                "--log-level", LOG_LEVEL, "--log-format", log_format,
+                "--log-level", LOG_LEVEL,
+                *(["--log-format", log_format] if log_format != "text" else []),
             ],
         )  # fmt: skip
         offset = len(market.output()) if market.log.exists() else 0

@@ -156,6 +156,8 @@ def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -
     credentials = None
     if broker.username is not None:
         credentials = (broker.username, _broker_password(broker))
+    # Try again at least ten times an interval, however fast the clock runs (5 s at most).
+    interval_real_s = config.schedule.interval_s / config.clock.speed
     return MqttBus(
         broker.host,
         broker.port,
@@ -163,6 +165,7 @@ def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -
         credentials=credentials,
         tls_ca_file=None if broker.tls_ca_file is None else str(broker.tls_ca_file),
         connect_timeout_s=broker.connect_timeout_s,
+        backoff_max_s=min(5.0, max(0.2, interval_real_s / 10)),
     )
 
 
