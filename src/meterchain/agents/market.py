@@ -375,9 +375,8 @@ class MarketAgent(Agent):
                 no_delivery=True,
             )
             return
-        used = len(self.book(interval).readings) - len(
-            [m for m in notice.missing_readings if m in self.book(interval).readings]
-        )
+        record = self.records.get("delivered", str(interval)) or {}
+        used = len(record.get("used_readings", []))
         log.info(
             "%s: settled the delivery of interval %d in tx %s (gas %d): %d readings, missing %s",
             self.name,
