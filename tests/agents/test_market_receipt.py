@@ -227,15 +227,7 @@ async def test_a_malformed_order_is_refused_in_one_line_naming_the_field(
     assert field_name in refusals[0]
     assert field_name in setup.hostile.of(NotUnderstood)[0].reason
     # The market carries on: the well-formed order is taken.
-    await setup.bus.send(
-        Envelope(
-            performative=Performative.PROPOSE,
-            sender="board",
-            receiver="market",
-            content_type="order",
-            content=good.model_dump(),
-        )
-    )
+    await setup.bus.send(_envelope(good))
     await until(lambda: good.order_id in market.book(T).orders)
 
 
@@ -285,15 +277,7 @@ async def test_every_order_is_kept_on_arrival_and_found_again_after_a_restart(
     market = await setup.start_market()
     orders = [setup.order(SELLER, "sell", 500, 30), setup.order(BUYER, "buy", 400, 70)]
     for order in orders:
-        await setup.bus.send(
-            Envelope(
-                performative=Performative.PROPOSE,
-                sender="board",
-                receiver="market",
-                content_type="order",
-                content=order.model_dump(),
-            )
-        )
+        await setup.bus.send(_envelope(order))
     await until(lambda: len(market.book(T).orders) == 2)
     await setup.stop_market(market)  # whatever it held in memory is gone
 
@@ -305,13 +289,7 @@ async def put_orders(setup: Setup, market: MarketAgent) -> list[OrderSubmission]
     orders = [setup.order(SELLER, "sell", 500, 30), setup.order(BUYER, "buy", 400, 70)]
     for order in orders:
         await market.receive_order(
-            Envelope(
-                performative=Performative.PROPOSE,
-                sender="board",
-                receiver="market",
-                content_type="order",
-                content=order.model_dump(),
-            ),
+            _envelope(order),
             order,
         )
     return orders
