@@ -28,6 +28,14 @@ class BrokerConfig(RoleModel):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, gt=0, lt=65536)
     connect_timeout_s: float = Field(default=30.0, gt=0, description="give up starting after this")
+    username: str | None = Field(default=None, description="for a broker with a password file")
+    password_env: str = Field(
+        default="MCHAIN_BROKER_PASSWORD", description="variable holding the broker password"
+    )
+    password_file: Path | None = Field(default=None, description="or: a file holding it")
+    tls_ca_file: Path | None = Field(
+        default=None, description="connect with TLS, checking the broker against this CA"
+    )
 
 
 class ClockConfig(RoleModel):

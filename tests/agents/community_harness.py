@@ -9,6 +9,7 @@ faster than real time. The checks read the chain, the market's store and the boa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -85,6 +86,7 @@ class MeterSpec:
 
 PV_HOUSE = MeterSpec("10000001", "modbus", "pv-house", pv_kwp=4.0)
 HOUSE = MeterSpec("10000002", "dlms", "house")
+NBR_PV_HOUSE = MeterSpec("10000003", "nbr14522", "pv-house", pv_kwp=4.0)
 
 
 @dataclass
@@ -332,12 +334,13 @@ class Community:
         due = int(moment.timestamp()) - INTERVAL_S - int(self.schedule["reading_delay_s"])
         return (due // INTERVAL_S + 1) * INTERVAL_S
 
-    def start_market(self) -> Process:
+    def start_market(self, *, log_format: str = "text") -> Process:
         market = self.market_process or self.process(
             "market",
             [
                 EXECUTABLE, "market", "run", "--config", str(self.market_config()),
                 "--log-level", LOG_LEVEL,
+                *(["--log-format", log_format] if log_format != "text" else []),
             ],
         )  # fmt: skip
         offset = len(market.output()) if market.log.exists() else 0
@@ -362,6 +365,22 @@ class Community:
         with contextlib.suppress(Exception):
             stop_anvil(self.node)
         self.broker.stop()
+
+    def read_registers(self) -> dict[str, tuple[float, float]]:
+        """Each meter's import and export registers (Wh), read from the meter itself."""
+        from meterchain.meters.registry import open_meter
+
+        async def read(url: str) -> tuple[float, float]:
+            meter = open_meter(url, timeout_s=2.0)
+            try:
+                reading = await meter.read()
+            finally:
+                await meter.close()
+            return reading.import_wh, reading.export_wh
+
+        return {
+            spec.meter_id: asyncio.run(read(self.meter_urls[spec.meter_id])) for spec in self.meters
+        }
 
     def logs_tail(self, lines: int = 25) -> str:
         parts = []
@@ -439,9 +458,15 @@ def start_community(
             import_wh, export_wh = int(registers.import_wh), int(registers.export_wh)
             if via_cli:
                 common = ["--deployment", str(root / "deployment.json")]
+                # As docs/deployment.md does it: only the board key's address leaves the board.
+                address = _run_cli(
+                    env, "chain", "key", "address", "--keystore",
+                    str(root / f"board-{spec.meter_id}.json"),
+                ).strip()  # fmt: skip
+                assert address == signer, (address, signer)
                 _run_cli(
-                    env, "agent", "register", "--meter-id", spec.meter_id, "--board-keystore",
-                    str(root / f"board-{spec.meter_id}.json"), "--kind", kind,
+                    env, "agent", "register", "--meter-id", spec.meter_id, "--signer", address,
+                    "--kind", kind,
                     "--max-power-w", str(MAX_POWER_W), "--import-wh", str(import_wh),
                     "--export-wh", str(export_wh), "--baseline-at", morning.isoformat(), *common,
                 )  # fmt: skip

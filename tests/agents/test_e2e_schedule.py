@@ -8,6 +8,7 @@ time and the ticks it produces, including those a late or restarted process stil
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -162,6 +163,41 @@ def test_the_examples_share_one_clock_and_schedule() -> None:
     assert board.schedule == market.schedule == grid.schedule
     assert board.clock == market.clock == grid.clock
     assert board.broker == market.broker == grid.broker
+
+
+def test_the_one_machine_community_shares_one_clock_and_schedule() -> None:
+    """examples/community/, which docs/deployment.md walks through: three boards on three
+    protocols, the market and the grid, valid and agreeing on broker, clock and schedule."""
+    community = EXAMPLES / "community"
+    boards = [load_toml(path, BoardConfig) for path in sorted(community.glob("board-*.toml"))]
+    market = load_toml(community / "market.toml", MarketConfig)
+    grid = load_toml(community / "grid.toml", GridConfig)
+    assert sorted(b.meter_url.split(":")[0] for b in boards) == [
+        "dlms+tcp",
+        "modbus+tcp",
+        "nbr14522+tcp",
+    ]
+    for board in boards:
+        assert (board.broker, board.clock, board.schedule) == (
+            market.broker, market.clock, market.schedule,
+        )  # fmt: skip
+        assert (grid.broker, grid.clock, grid.schedule) == (
+            market.broker, market.clock, market.schedule,
+        )  # fmt: skip
+    # The walk-through replaces these two lines in every file with sed: each is there, once.
+    for path in community.glob("*.toml"):
+        text = path.read_text()
+        assert len(re.findall(r"^start = ", text, re.M)) == 1, path
+        assert len(re.findall(r"^virtual_start = ", text, re.M)) == 1, path
+
+
+def test_the_deployment_guide_points_only_at_files_that_exist() -> None:
+    guide = (EXAMPLES.parent / "docs" / "deployment.md").read_text()
+    linked = set(re.findall(r"\]\(\.\./([^)#]+)\)", guide))
+    mentioned = set(re.findall(r"(?:examples|tests/agents|bench)/[\w./-]+\w", guide))
+    assert "examples/mosquitto.conf" in mentioned and "examples/mosquitto-secure.conf" in linked
+    for path in linked | mentioned:
+        assert (EXAMPLES.parent / path).exists(), path
 
 
 def test_a_misspelt_key_is_named(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -74,8 +75,12 @@ def start_mosquitto(
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         persistence = f"persistence true\npersistence_location {data_dir}/\nautosave_interval 2\n"
+    # Started as root, mosquitto drops to the `mosquitto` user and then cannot write its
+    # persistence file into a directory root made (it logs the error and carries on).
+    user = "user root\n" if os.geteuid() == 0 else ""
     config.write_text(
-        f"listener {port} {host}\nallow_anonymous true\n{persistence}max_queued_messages 100000\n"
+        f"listener {port} {host}\nallow_anonymous true\n{user}{persistence}"
+        "max_queued_messages 100000\n"
     )
     process = subprocess.Popen(
         [executable, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

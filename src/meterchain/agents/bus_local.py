@@ -29,6 +29,9 @@ class LocalBus:
         for members in self._groups.values():
             members.discard(name)
 
+    def handled(self, envelope: Envelope) -> None:
+        """Nothing to forget: in one process a message lives and dies with its agent."""
+
     async def send(self, envelope: Envelope) -> None:
         receivers = self._groups.get(envelope.receiver) or {envelope.receiver}
         for receiver in sorted(receivers):

@@ -4,10 +4,13 @@ Each agent has a persistent session (clean start off, a session expiry) and subs
 QoS 1 to its own topic and its groups' topics, so what is sent while it restarts waits at the
 broker and arrives when it is back.
 
-The broker may go away (a restart, a network cut): every connection reconnects with
-exponential back-off. An agent's session picks up its queued messages when it is back; a send
-waits (up to `send_timeout_s`) until the broker takes the message. QoS 1 means a message can
-arrive twice after a reconnect, so agents handle every message idempotently.
+No agent ever waits for the broker. A send writes the message to the process's spool (its
+store, or memory for a process without one) and returns; a publisher task sends the spool in
+order whenever the broker is there, with exponential back-off while it is not, and forgets each
+message once the broker has acknowledged it. A message taken from the broker is written to the
+spool before it is acknowledged and forgotten once the agent has handled it, so a process
+killed in between finds it again. QoS 1 means a message can arrive twice (after a reconnect or
+a restart), so agents handle every message idempotently.
 """
 
 from __future__ import annotations
@@ -15,20 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 import aiomqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import ValidationError
 
-from meterchain.agents.runtime import Envelope
+from meterchain.agents.runtime import Envelope, describe_error
+from meterchain.store.bus_spool import MemorySpool, Spool
 
 log = logging.getLogger(__name__)
 
 TOPIC_PREFIX = "meterchain"
 SESSION_EXPIRY_S = 3600
 PUBLISH_TIMEOUT_S = 10.0
+PUBLISH_BATCH = 100
+# Publish errors no retry can cure: the message is dropped (and logged) instead of blocking
+# the queue behind it for ever.
+PERMANENT_PUBLISH_ERRORS = {MQTTErrorCode.MQTT_ERR_PAYLOAD_SIZE, MQTTErrorCode.MQTT_ERR_INVAL}
 
 
 class BusUnavailable(Exception):
@@ -61,33 +70,52 @@ class MqttBus:
         host: str = "127.0.0.1",
         port: int = 1883,
         *,
+        spool: Spool | None = None,
+        credentials: tuple[str, str] | None = None,
+        tls_ca_file: str | None = None,
         connect_timeout_s: float = 10.0,
-        send_timeout_s: float = 600.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:
         self.host = host
         self.port = port
+        self.spool: Spool = spool if spool is not None else MemorySpool()
+        self.credentials = credentials
+        self.tls_ca_file = tls_ca_file
         self.connect_timeout_s = connect_timeout_s
-        self.send_timeout_s = send_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._sessions: dict[str, _Session] = {}
         self._sender: aiomqtt.Client | None = None
-        self._send_lock = asyncio.Lock()
+        self._publisher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._kept: dict[str, list[int]] = {}  # message id -> spool ids of unhandled copies
         self.reconnects = 0  # connections made again after one was lost (all sessions + sender)
+        self.published = 0
+        self.dropped = 0  # messages refused by the broker for good, or malformed on arrival
 
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pending(self) -> int:
+        """Messages sent by the agent that the broker has not acknowledged yet."""
+        return self.spool.pending_count()
+
     def _client(self, identifier: str | None, *, persistent: bool) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S if persistent else 0
+        username, password = self.credentials or (None, None)
+        tls = None if self.tls_ca_file is None else aiomqtt.TLSParameters(ca_certs=self.tls_ca_file)
         return aiomqtt.Client(
             self.host,
             self.port,
             identifier=identifier,
+            username=username,
+            password=password,
+            tls_params=tls,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=not persistent,
             properties=properties,
@@ -100,12 +128,18 @@ class MqttBus:
     # ---- receiving ----------------------------------------------------------------------------
 
     async def register(self, name: str) -> asyncio.Queue[Envelope]:
-        """Open `name`'s persistent session; BusUnavailable if no broker within the timeout."""
+        """Open `name`'s persistent session; BusUnavailable if no broker within the timeout.
+
+        Messages taken for `name` before a restart but never handled are in its mailbox first.
+        """
         if name in self._sessions:
             return self._sessions[name].mailbox
         session = _Session(name, asyncio.Queue())
         self._sessions[name] = session
+        for kept in self.spool.unhandled(name):
+            self._to_mailbox(session, kept.payload, kept.id)
         session.task = asyncio.create_task(self._run_session(session), name=f"mqtt:{name}")
+        self._start_publisher()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await session.connected.wait()
@@ -130,6 +164,8 @@ class MqttBus:
         delay = self.backoff_initial_s
         while True:
             client = self._client(f"meterchain-{session.name}", persistent=True)
+            # Acknowledge a message only once it is written down (see _deliver).
+            client._client.manual_ack_set(True)
             try:
                 await client.__aenter__()
             except aiomqtt.MqttError as exc:
@@ -148,7 +184,7 @@ class MqttBus:
                 session.connected.set()
                 delay = self.backoff_initial_s
                 async for message in client.messages:
-                    self._deliver(session, message)
+                    self._deliver(session, client, message)
             except aiomqtt.MqttError as exc:
                 session.last_error = str(exc)
                 log.warning(
@@ -162,55 +198,131 @@ class MqttBus:
             await asyncio.sleep(delay)
             delay = self._next_delay(delay)
 
-    def _deliver(self, session: _Session, message: aiomqtt.Message) -> None:
+    def _deliver(self, session: _Session, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Write the message down, acknowledge it, put it in the mailbox."""
         payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            return
+        if isinstance(payload, bytes | bytearray):
+            text = bytes(payload).decode("utf-8", errors="replace")
+            self._to_mailbox(session, text, None, topic=str(message.topic))
+        client._client.ack(message.mid, message.qos)
+
+    def _to_mailbox(
+        self, session: _Session, payload: str, kept_id: int | None, *, topic: str = ""
+    ) -> bool:
+        """Validate an envelope and queue it (kept in the spool until handled)."""
         try:
             envelope = Envelope.model_validate_json(payload)
-        except ValueError as exc:
+        except ValidationError as exc:
+            self.dropped += 1
             log.warning(
-                "%s: dropped a malformed envelope on %s: %s", session.name, message.topic, exc
+                "%s: dropped a malformed envelope%s: %s",
+                session.name,
+                f" on {topic}" if topic else "",
+                describe_error(exc),
             )
-            return
+            if kept_id is not None:
+                self.spool.handled([kept_id])
+            return False
+        if kept_id is None:
+            kept_id = self.spool.keep(session.name, payload)
+        self._kept.setdefault(envelope.message_id, []).append(kept_id)
         session.mailbox.put_nowait(envelope)
+        return True
+
+    def handled(self, envelope: Envelope) -> None:
+        """Forget a handled message (and any duplicate copy of it taken meanwhile)."""
+        kept = self._kept.pop(envelope.message_id, None)
+        if kept:
+            self.spool.handled(kept)
 
     # ---- sending ------------------------------------------------------------------------------
 
     async def send(self, envelope: Envelope) -> None:
-        """Publish with QoS 1; while the broker is away, retry with back-off up to the timeout."""
-        payload = envelope.model_dump_json().encode()
-        topic = agent_topic(envelope.receiver)
-        deadline = time.monotonic() + self.send_timeout_s
+        """Queue for publishing (QoS 1) and return at once: never waits for the broker."""
+        self.spool.push(agent_topic(envelope.receiver), envelope.model_dump_json())
+        self._idle.clear()
+        self._wake.set()
+        self._start_publisher()
+
+    def _start_publisher(self) -> None:
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_queued(), name="mqtt:publisher")
+
+    async def _publish_queued(self) -> None:
+        """Send the spool in order while the broker is there; back off while it is not."""
         delay = self.backoff_initial_s
         failures = 0
-        async with self._send_lock:
-            while True:
+        while True:
+            self._wake.clear()
+            batch = self.spool.peek(PUBLISH_BATCH)
+            if not batch:
+                self._idle.set()
+                await self._wake.wait()
+                continue
+            for message in batch:
                 try:
-                    if self._sender is None:
-                        sender = self._client(None, persistent=False)
-                        await sender.__aenter__()
-                        self._sender = sender
-                        if failures:
-                            self.reconnects += 1
-                    await self._sender.publish(topic, payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
-                    if failures:
-                        log.info(
-                            "published to %s again after %d failed tries", self.where, failures
+                    await self._publish(message.address, message.payload)
+                except aiomqtt.MqttCodeError as exc:
+                    if exc.rc in PERMANENT_PUBLISH_ERRORS:
+                        self.dropped += 1
+                        log.error(
+                            "the broker at %s refuses a message to %s for good (%s); dropped it",
+                            self.where,
+                            message.address,
+                            exc,
                         )
-                    return
-                except aiomqtt.MqttError as exc:
-                    await self._drop_sender()
-                    failures += 1
-                    if time.monotonic() + delay > deadline:
-                        raise BusUnavailable(
-                            f"could not publish to the MQTT broker at {self.where} for "
-                            f"{self.send_timeout_s:g} s ({exc}); is it running?"
-                        ) from None
-                    if failures == 1:
-                        log.warning("cannot publish to %s (%s); retrying", self.where, exc)
-                    await asyncio.sleep(delay)
+                        self.spool.sent(message.id)
+                        continue
+                    failures = await self._publish_failed(exc, failures, delay)
                     delay = self._next_delay(delay)
+                    break
+                except aiomqtt.MqttError as exc:
+                    failures = await self._publish_failed(exc, failures, delay)
+                    delay = self._next_delay(delay)
+                    break
+                self.spool.sent(message.id)
+                self.published += 1
+                if failures:
+                    log.info(
+                        "publishing to %s again after %d failed tries; %d messages still queued",
+                        self.where,
+                        failures,
+                        self.pending,
+                    )
+                    failures = 0
+                    delay = self.backoff_initial_s
+
+    async def _publish(self, topic: str, payload: str) -> None:
+        if self._sender is None:
+            sender = self._client(None, persistent=False)
+            await sender.__aenter__()
+            self._sender = sender
+        await self._sender.publish(topic, payload.encode(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+
+    async def _publish_failed(self, exc: Exception, failures: int, delay: float) -> int:
+        await self._drop_sender()
+        if failures == 0:
+            self.reconnects += 1
+            log.warning(
+                "cannot publish to the broker at %s (%s); %d messages wait in the spool, retrying",
+                self.where,
+                exc,
+                self.pending,
+            )
+        await asyncio.sleep(delay)
+        return failures + 1
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for everything queued to reach the broker; True if it did."""
+        if self.pending == 0:
+            return True
+        self._start_publisher()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self.pending:
+                    self._idle.clear()
+                    await self._idle.wait()
+        return self.pending == 0
 
     async def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
@@ -228,7 +340,15 @@ class MqttBus:
         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
             await session.task
 
-    async def close(self) -> None:
+    async def close(self, flush_s: float = 2.0) -> None:
+        """Stop; first give queued messages up to `flush_s` to go out (the rest stay spooled)."""
+        if flush_s > 0 and self.pending:
+            await self.flush(flush_s)
         for name in list(self._sessions):
             await self.unregister(name)
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
         await self._drop_sender()

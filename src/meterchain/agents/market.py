@@ -7,6 +7,17 @@ recorded before its batch is sent, and each chain transaction goes through the s
 outbox under a key per interval, so a restarted market agent neither loses an order nor
 settles an interval twice. While the chain node is away (a restart, a network cut) chain
 steps are retried with back-off; the outbox makes a retry finish the transaction it began.
+
+The chain steps (clear and settle the batch, settle delivery) run one after the other, in the
+order their ticks came, in the agent's own task: the mailbox keeps taking orders and readings
+while the chain is slow or away. Gate closure is marked when its tick is handled, so an order
+that arrives after it is refused however long the clearing itself takes.
+
+Every interval ends settled on chain (DeliverySettled, even with nothing in it) or void, with
+its reason announced on the bus (VoidNotice) so the boards fall back to the grid:
+- its gate closed while the market was down and the interval was over when it came back;
+- its batch failed on chain, or its delivery could not be settled;
+- the market was down for longer than its catch-up window.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from meterchain.agents.messages import (
     TariffNotice,
     Tick,
     TradeNotice,
+    VoidNotice,
 )
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
 from meterchain.chain.batch import (
@@ -45,7 +57,7 @@ from meterchain.chain.batch import (
     locked_units,
     max_delivery_entries,
 )
-from meterchain.chain.client import BatchTerms, EnergyMarketClient, MeterLookup
+from meterchain.chain.client import BatchTerms, EnergyMarketClient, IntervalStatus, MeterLookup
 from meterchain.chain.errors import (
     ChainError,
     ChainUnavailable,
@@ -56,6 +68,7 @@ from meterchain.chain.errors import (
 from meterchain.chain.signing import (
     MarketDomain,
     SignedReading,
+    SigningError,
     bytes32_to_meter_id,
     meter_id_to_bytes32,
     recover_order_signer,
@@ -201,6 +214,9 @@ class MarketAgent(Agent):
         self.refused: list[str] = []
         self.chain_retries = 0
         self.monitor: str | None = None  # where refusals go as alarms (agents/monitor.py)
+        self.void: dict[int, VoidNotice] = {}
+        self._steps: asyncio.Queue[tuple[str, int]] = asyncio.Queue()  # chain work, in order
+        self._queued: set[tuple[str, int]] = set()
         self._restore()
 
     def _restore(self) -> None:
@@ -225,6 +241,9 @@ class MarketAgent(Agent):
         for key, payload in self.records.all("delivered").items():
             payload.pop("used_readings", None)
             self.delivered[int(key)] = DeliveryNotice.model_validate(payload)
+        for key, payload in self.records.all("void").items():
+            self.void[int(key)] = VoidNotice(interval=int(key), reason=payload["reason"])
+            self.closed.add(int(key))
 
     def book(self, interval: int) -> IntervalBook:
         return self.books.setdefault(interval, IntervalBook())
@@ -243,9 +262,196 @@ class MarketAgent(Agent):
         elif isinstance(content, Tick):
             interval = int(content.interval_start.timestamp())
             if content.phase == "clear":
-                await self.clear_interval(interval)
+                await self.close_gate(interval, overdue=content.overdue)
             elif content.phase == "settle":
-                await self.settle_delivery(interval)
+                await self.settlement_due(interval)
+
+    # ---- ticks: what is due, in order ---------------------------------------------------------
+
+    async def close_gate(self, interval: int, *, overdue: bool = False) -> None:
+        """Gate closure: no order for `interval` is taken from now on; its clearing is queued.
+
+        An overdue gate closure (the market was down until after the interval ended) cannot
+        be cleared any more: the interval is void if it has orders, unless its clearing had
+        begun before the market went down (then it is finished: its batch may be on chain).
+        """
+        if interval in self.void or interval in self.cleared:
+            return
+        await self._void_forgotten(interval, "clear")
+        if overdue and self.records.get("plan", str(interval)) is None:
+            if not self.book(interval).orders:  # nothing to void (a first start, a quiet hour)
+                self.closed.add(interval)
+                return
+            await self.void_interval(
+                interval,
+                "the market was down at its gate closure and came back after the interval ended",
+            )
+            return
+        self.closed.add(interval)
+        self._queue("clear", interval)
+
+    async def settlement_due(self, interval: int) -> None:
+        """The interval's delivery is due: queue its settlement (after what is queued)."""
+        if interval in self.delivered:
+            return
+        await self._void_forgotten(interval, "settle")
+        if interval in self.void and self._void_without_delivery(interval):
+            return
+        self._queue("settle", interval)
+
+    def _queue(self, step: str, interval: int) -> None:
+        if (step, interval) not in self._queued:
+            self._queued.add((step, interval))
+            self._steps.put_nowait((step, interval))
+
+    def _void_without_delivery(self, interval: int) -> bool:
+        record = self.records.get("void", str(interval))
+        return bool(record and record.get("no_delivery"))
+
+    async def _void_forgotten(self, before: int, what: str) -> None:
+        """Void earlier intervals that will never get their tick: the market was down for
+        longer than its catch-up window, so nothing will clear (or settle) them."""
+        settling = what == "settle"
+        for interval in sorted(self.books):
+            if interval >= before or interval in self.void or interval in self.delivered:
+                continue
+            if any((step, interval) in self._queued for step in ("clear", "settle")):
+                continue
+            book = self.books[interval]
+            if settling:
+                forgotten = bool(book.orders or book.readings) or interval in self.cleared
+            else:
+                forgotten = bool(book.orders) and interval not in self.closed
+            if forgotten:
+                await self.void_interval(
+                    interval,
+                    f"the market was down when its {'delivery' if settling else 'gate closure'}"
+                    " was due, for longer than its catch-up window",
+                    no_delivery=True,
+                )
+
+    async def void_interval(self, interval: int, reason: str, *, no_delivery: bool = False) -> None:
+        """Void an interval for good and tell the community why: every order for it is void
+        and the boards buy and sell with the grid (their energy is settled with their next
+        settled reading). With `no_delivery` its delivery will not be settled either."""
+        if interval in self.void:
+            return
+        notice = VoidNotice(interval=interval, reason=reason)
+        self.records.put_once(
+            "void", str(interval), {**notice.model_dump(), "no_delivery": no_delivery}
+        )
+        self.void[interval] = notice
+        self.closed.add(interval)
+        orders = len(self.books.get(interval, IntervalBook()).orders)
+        log.warning(
+            "%s: interval %d is void (%d orders void): %s",
+            self.name,
+            interval,
+            orders,
+            reason,
+            extra={"event": "void", "interval": interval, "orders": orders, "reason": reason},
+        )
+        await self.send(self.community, Performative.INFORM, notice)
+        if no_delivery:  # a batch on chain without its delivery: its locks go back now
+            try:
+                await self._refund(interval)
+            except ChainError as exc:
+                log.error(
+                    "%s: could not refund void interval %d (anyone may after the refund delay): %s",
+                    self.name,
+                    interval,
+                    exc,
+                )
+
+    async def act(self) -> None:
+        """Do the chain work that is due, one step at a time, in the order it came."""
+        while True:
+            step, interval = await self._steps.get()
+            try:
+                if step == "clear":
+                    await self._clear_step(interval)
+                else:
+                    await self._settle_step(interval)
+            except Exception as exc:  # one interval's trouble must not stop the next ones
+                log.error(
+                    "%s: could not %s interval %d: %s: %s",
+                    self.name,
+                    step,
+                    interval,
+                    type(exc).__name__,
+                    " ".join(str(exc).split()),
+                )
+                log.debug("the trace of that failure", exc_info=True)
+                await self.void_interval(
+                    interval,
+                    f"the market failed to {step} it: {type(exc).__name__}: {exc}",
+                    no_delivery=step == "settle",
+                )
+            finally:
+                self._queued.discard((step, interval))
+
+    async def _clear_step(self, interval: int) -> None:
+        if interval in self.void:
+            return
+        cleared = await self.clear_interval(interval)
+        notice = cleared.notice
+        if notice.error is not None:
+            await self.void_interval(interval, f"its batch failed on chain: {notice.error}")
+            return
+        volume_wh = sum(t.quantity_wh for t in notice.trades)
+        log.info(
+            "%s: cleared interval %d: %d trades, %d Wh at %s per kWh from %d orders; batch %s",
+            self.name,
+            interval,
+            len(notice.trades),
+            volume_wh,
+            "-" if notice.price is None else f"{notice.price:g}",
+            cleared.orders,
+            f"tx {notice.tx_hash} (gas {notice.gas_used})" if notice.tx_hash else "not needed",
+            extra={
+                "event": "cleared",
+                "interval": interval,
+                "price": notice.price,
+                "volume_wh": volume_wh,
+                "trades": len(notice.trades),
+                "orders": cleared.orders,
+                "tx_hash": notice.tx_hash,
+                "gas_used": notice.gas_used,
+            },
+        )
+
+    async def _settle_step(self, interval: int) -> None:
+        if interval in self.delivered or (
+            interval in self.void and self._void_without_delivery(interval)
+        ):
+            return
+        notice = await self.settle_delivery(interval)
+        if notice.error is not None or notice.tx_hash is None:
+            await self.void_interval(
+                interval,
+                f"its delivery could not be settled on chain: {notice.error or 'no transaction'}",
+                no_delivery=True,
+            )
+            return
+        record = self.records.get("delivered", str(interval)) or {}
+        used = len(record.get("used_readings", []))
+        log.info(
+            "%s: settled the delivery of interval %d in tx %s (gas %d): %d readings, missing %s",
+            self.name,
+            interval,
+            notice.tx_hash,
+            notice.gas_used,
+            used,
+            ", ".join(notice.missing_readings) or "none",
+            extra={
+                "event": "delivered",
+                "interval": interval,
+                "tx_hash": notice.tx_hash,
+                "gas_used": notice.gas_used,
+                "readings": used,
+                "missing_readings": notice.missing_readings,
+            },
+        )
 
     # ---- meters -------------------------------------------------------------------------------
 
@@ -287,7 +493,18 @@ class MarketAgent(Agent):
 
     async def receive_order(self, envelope: Envelope, order: OrderSubmission) -> None:
         """Check an order's signature at once (the chain checks again) and keep it."""
-        problem = await self._order_problem(order)
+        last_closed = max(self.closed, default=0)
+        problem: str | None
+        try:
+            if order.interval < last_closed:
+                problem = (
+                    f"order {order.order_id} is for interval {order.interval}, before the last "
+                    f"gate closure (of {last_closed})"
+                )
+            else:
+                problem = await self._order_problem(order)
+        except SigningError as exc:  # the bounds on OrderSubmission should make this unreachable
+            problem = f"order {order.order_id} for interval {order.interval}: {exc}"
         if problem is not None:
             self.refused.append(problem)
             log.warning("%s refused an order: %s", self.name, problem)
@@ -330,7 +547,10 @@ class MarketAgent(Agent):
     async def receive_reading(self, reading: ReadingSubmission) -> None:
         """Keep a reading signed by the meter's key (the chain checks again, and refuses
         implausible ones with a ReadingRejected event that is logged here)."""
-        problem = await self._reading_problem(reading)
+        try:
+            problem = await self._reading_problem(reading)
+        except SigningError as exc:  # the bounds on ReadingSubmission should make this unreachable
+            problem = f"reading of meter {reading.meter_id} for {reading.interval}: {exc}"
         if problem is not None:
             self.refused.append(problem)
             log.warning("%s refused a reading: %s", self.name, problem)
@@ -347,6 +567,8 @@ class MarketAgent(Agent):
         what = f"reading of meter {reading.meter_id} for interval {reading.interval}"
         if reading.interval in self.delivered:
             return f"{what} arrived after its delivery was settled; it counts with the next one"
+        if reading.interval in self.void and self._void_without_delivery(reading.interval):
+            return f"{what}: the interval is void and will not be settled; it counts with the next"
         info = (await self.lookup_meters([reading.meter_id]))[reading.meter_id]
         problem = await self._meter_problem(reading.meter_id, info)
         if problem is not None:
@@ -596,25 +818,25 @@ class MarketAgent(Agent):
         traders = {bytes32_to_meter_id(p.meter_id) for p in terms.positions}
         used = self._readings_that_fit(interval, readings, traders)
         tx_hash, gas, error = None, 0, None
-        if used or terms.positions:
-            signed: list[SignedReading] = [used[m].to_signed() for m in sorted(used)]
-            try:
-                receipt = await self._on_chain(
-                    f"settle the delivery of interval {interval}",
-                    functools.partial(
-                        self.market.settle_delivery,
-                        interval,
-                        signed,
-                        terms=terms,
-                        key=f"delivery:{interval}",
-                    ),
-                )
-                tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-                gas = int(receipt["gasUsed"])
-                await self._report_rejections(interval, receipt)
-            except ChainError as exc:
-                log.error("%s: delivery of interval %d not settled: %s", self.name, interval, exc)
-                error = str(exc)
+        # Even with nothing in it: the chain, not the market's word, says the interval is done.
+        signed: list[SignedReading] = [used[m].to_signed() for m in sorted(used)]
+        try:
+            receipt = await self._on_chain(
+                f"settle the delivery of interval {interval}",
+                functools.partial(
+                    self.market.settle_delivery,
+                    interval,
+                    signed,
+                    terms=terms,
+                    key=f"delivery:{interval}",
+                ),
+            )
+            tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+            gas = int(receipt["gasUsed"])
+            await self._report_rejections(interval, receipt)
+        except ChainError as exc:
+            log.error("%s: delivery of interval %d not settled: %s", self.name, interval, exc)
+            error = str(exc)
         missing = sorted(traders - set(used))
         notice = DeliveryNotice(
             interval=interval,
@@ -672,21 +894,30 @@ class MarketAgent(Agent):
                 "reading-refused", meter_id, f"the chain refused it: {reason.explanation}"
             )
 
-    async def void_interval(self, interval: int, reason: str) -> None:
-        """Give an interval's locked credit back (the operator may refund at any time): its
-        energy then settles with each meter's next reading, at the tariffs."""
+    async def _refund(self, interval: int) -> None:
+        """Give a void interval's locked credit back (the operator may refund at any time;
+        anyone may after the refund delay): its energy then settles with each meter's next
+        reading, at the tariffs. Nothing to do without a batch on chain."""
+        status = await self._on_chain(
+            f"read the status of interval {interval}",
+            functools.partial(self.market.interval_status, interval),
+        )
+        if status is not IntervalStatus.BATCH_SETTLED:
+            return
         cleared = self.cleared.get(interval)
         terms = cleared.terms if cleared is not None else None
-        if terms is None or not terms.positions:
-            return
-        await self._on_chain(
+        receipt = await self._on_chain(
             f"refund interval {interval}",
             functools.partial(
                 self.market.refund_interval, interval, terms, key=f"refund:{interval}"
             ),
         )
         log.info(
-            "%s: interval %d void (%s); its locked credit refunded", self.name, interval, reason
+            "%s: refunded the locked credit of void interval %d in tx %s",
+            self.name,
+            interval,
+            "0x" + bytes(receipt["transactionHash"]).hex(),
+            extra={"event": "refunded", "interval": interval},
         )
 
     async def _alarm(self, kind: str, meter_id: str, message: str) -> None:

@@ -7,9 +7,9 @@ agent can post exactly what the boards signed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from meterchain.agents.runtime import content_type
 from meterchain.chain.signing import (
@@ -22,6 +22,37 @@ from meterchain.chain.signing import (
 )
 
 PhaseName = Literal["order", "clear", "delivery", "settle"]
+
+UINT64_END = 2**64  # what the chain's uint64 fields hold: 0 .. 2**64 - 1
+UINT32_END = 2**32  # a trade's quantity in a packed batch
+# secp256k1's group order: r and s of a signature lie in 1 .. n-1, and s in the lower half
+# (EIP-2), as OpenZeppelin's ECDSA.recover requires.
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _check_meter_id(value: str) -> str:
+    if len(value.encode("utf-8")) > 32:
+        raise ValueError("a meter id is at most 32 bytes of UTF-8 (it is a bytes32 on chain)")
+    return value
+
+
+def _check_signature(value: str) -> str:
+    raw = bytes.fromhex(value[2:])
+    r = int.from_bytes(raw[:32], "big")
+    s = int.from_bytes(raw[32:64], "big")
+    if not 0 < r < SECP256K1_ORDER:
+        raise ValueError("r is zero or not below the curve order: not a signature")
+    if not 0 < s <= SECP256K1_ORDER // 2:
+        raise ValueError("s is zero or in the upper half of the curve order (EIP-2): not accepted")
+    if raw[64] not in (27, 28):
+        raise ValueError(f"v is {raw[64]}, not 27 or 28")
+    return value
+
+
+MeterId = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_check_meter_id)]
+IntervalNumber = Annotated[int, Field(gt=0, lt=UINT64_END)]
+Uint64 = Annotated[int, Field(ge=0, lt=UINT64_END)]
+Signature = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$"), AfterValidator(_check_signature)]
 
 
 class Content(BaseModel):
@@ -37,6 +68,7 @@ class Tick(Content):
     interval_start: datetime
     phase: PhaseName
     deadline: datetime | None = None
+    overdue: bool = False  # posted after its deadline (the process was down at the time)
 
 
 @content_type("tariffs")
@@ -61,13 +93,13 @@ class CurtailRequest(Content):
 class OrderSubmission(Content):
     """A signed limit order for one interval (on-chain units: Wh, smallest units per kWh)."""
 
-    meter_id: str
-    interval: int = Field(gt=0)
+    meter_id: MeterId
+    interval: IntervalNumber
     side: Literal["buy", "sell"]
-    quantity_wh: int = Field(gt=0)
-    limit_price_units: int = Field(ge=0)
-    nonce: int = Field(ge=0)
-    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    quantity_wh: int = Field(gt=0, lt=UINT32_END)
+    limit_price_units: Uint64
+    nonce: Uint64
+    signature: Signature
 
     @property
     def order_id(self) -> str:
@@ -91,8 +123,8 @@ class OrderSubmission(Content):
 class NoOrder(Content):
     """A prosumer has nothing to trade in an interval (so the market need not wait for it)."""
 
-    meter_id: str
-    interval: int = Field(gt=0)
+    meter_id: MeterId
+    interval: IntervalNumber
 
 
 @content_type("reading")
@@ -100,13 +132,13 @@ class ReadingSubmission(Content):
     """A signed reading: cumulative import and export registers (Wh) at both ends of an
     interval."""
 
-    meter_id: str
-    interval: int = Field(gt=0)
-    start_import_wh: int = Field(ge=0)
-    start_export_wh: int = Field(ge=0)
-    end_import_wh: int = Field(ge=0)
-    end_export_wh: int = Field(ge=0)
-    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    meter_id: MeterId
+    interval: IntervalNumber
+    start_import_wh: Uint64
+    start_export_wh: Uint64
+    end_import_wh: Uint64
+    end_export_wh: Uint64
+    signature: Signature
 
     def to_signed(self) -> SignedReading:
         return SignedReading(
@@ -165,6 +197,15 @@ class DeliveryNotice(Content):
     gas_used: int
     missing_readings: list[str] = Field(default_factory=list)
     error: str | None = None
+
+
+@content_type("void")
+class VoidNotice(Content):
+    """An interval the market will not trade, and why: every order for it is void, and the
+    boards buy and sell with the grid at its tariffs (their energy is still settled)."""
+
+    interval: int
+    reason: str
 
 
 @content_type("ack")

@@ -28,6 +28,7 @@ from meterchain.agents.messages import (
     ReadingSubmission,
     TariffNotice,
     Tick,
+    VoidNotice,
 )
 from meterchain.agents.monitor import send_heartbeat
 from meterchain.agents.planning import DerPlanner
@@ -116,18 +117,20 @@ class ProsumerAgent(Agent):
 
     async def handle(self, envelope: Envelope, content: BaseModel) -> None:
         if isinstance(content, Tick):
-            if content.deadline is not None and self.clock.now() >= content.deadline:
+            past_deadline = content.deadline is not None and self.clock.now() >= content.deadline
+            if content.phase == "delivery":
+                await self.report_delivery(content.interval_start, past_deadline=past_deadline)
+            elif past_deadline:
                 log.warning(
                     "%s: the %s tick of interval %s came after its deadline; skipped",
                     self.name,
                     content.phase,
                     interval_key(content.interval_start),
                 )
-                return
-            if content.phase == "order":
+            elif content.phase == "order":
                 await self.submit_orders(content.interval_start)
-            elif content.phase == "delivery":
-                await self.report_delivery(content.interval_start)
+        elif isinstance(content, VoidNotice):
+            await self.on_void(content)
         elif isinstance(content, TariffNotice):
             self.tariffs = content
         elif isinstance(content, CurtailRequest):
@@ -191,6 +194,25 @@ class ProsumerAgent(Agent):
             await self.send(
                 self.market, Performative.INFORM, NoOrder(meter_id=self.meter_id, interval=interval)
             )
+        summary = ", ".join(
+            f"{s.side} {s.quantity_wh} Wh at {s.limit_price_units / 10**self.decimals:g}"
+            for s in submissions
+        )
+        log.info(
+            "%s: sent %d orders for interval %d%s",
+            self.name,
+            len(submissions),
+            interval,
+            f": {summary}" if summary else "",
+            extra={
+                "event": "orders_sent",
+                "interval": interval,
+                "orders": [
+                    {"side": s.side, "quantity_wh": s.quantity_wh, "limit": s.limit_price_units}
+                    for s in submissions
+                ],
+            },
+        )
         await self._ack("orders", interval)
         await send_heartbeat(self, interval, "order")
 
@@ -265,7 +287,31 @@ class ProsumerAgent(Agent):
         await self._switch_loads(notice.interval)
         await self._ack("cleared", notice.interval)
 
-    async def report_delivery(self, interval_start: datetime) -> None:
+    async def on_void(self, notice: VoidNotice) -> None:
+        """The market will not trade the interval: this board's orders for it are void and it
+        buys and sells with the grid, as if nothing had matched."""
+        key = str(notice.interval)
+        if self.records.get("void", key) is not None:
+            return
+        self.records.put_once("void", key, notice.model_dump())
+        self.records.put_once("trades", key, {"trades": []})
+        setpoint = self.pending_battery_w.pop(key, None)
+        expected = self.pending_exchange_wh.pop(key, (0.0, 0.0))
+        if self.battery is not None and setpoint is not None:
+            await self.battery.set_power_w(
+                setpoint_after_trades(setpoint, expected, 0, 0, self.planner.step_s)
+            )
+        log.warning(
+            "%s: interval %d is void, its orders with it; trading with the grid: %s",
+            self.name,
+            notice.interval,
+            notice.reason,
+            extra={"event": "void", "interval": notice.interval, "reason": notice.reason},
+        )
+
+    async def report_delivery(
+        self, interval_start: datetime, *, past_deadline: bool = False
+    ) -> None:
         """Read the registers at the interval's end and send them signed with those at its start.
 
         The registers read at one interval's end are the next one's start, recorded once
@@ -273,10 +319,26 @@ class ProsumerAgent(Agent):
         a second, different reading for an interval. Without the start (the agent started
         during the interval, or the read at its start failed) nothing is signed: the energy
         settles with the next reading, at the tariffs.
+
+        The last moment for a reading is the interval's settlement, not the moment it was due:
+        a board that comes to it late (busy, restarted) still reads and sends it, and one it
+        has already signed is always sent again (the market takes it until it settles). Only
+        past the settlement deadline is a reading not taken any more: the interval settles by
+        the gap rules, and this meter's energy with its next settled reading.
         """
         key = interval_key(interval_start)
         interval = int(key)
         prepared = self.records.get("delivery", key)
+        if prepared is None and past_deadline:
+            log.warning(
+                "%s: the settlement deadline of interval %d passed before the meter was read; "
+                "its energy is settled with the next reading",
+                self.name,
+                interval,
+                extra={"event": "reading_missed", "interval": interval},
+            )
+            await self._ack("delivery-failed", interval)
+            return
         if prepared is None:
             try:
                 reading = await self.read_meter()
@@ -312,8 +374,22 @@ class ProsumerAgent(Agent):
             signed = sign_reading(self.domain, message, self.signer)
             submission = ReadingSubmission.from_signed(self.meter_id, signed)
             prepared = self.records.put_once("delivery", key, submission.model_dump())
-        await self.send(
-            self.market, Performative.INFORM, ReadingSubmission.model_validate(prepared)
+        submission = ReadingSubmission.model_validate(prepared)
+        await self.send(self.market, Performative.INFORM, submission)
+        imported = submission.end_import_wh - submission.start_import_wh
+        exported = submission.end_export_wh - submission.start_export_wh
+        log.info(
+            "%s: sent the reading of interval %d: import %d Wh, export %d Wh",
+            self.name,
+            interval,
+            imported,
+            exported,
+            extra={
+                "event": "reading_sent",
+                "interval": interval,
+                "import_wh": imported,
+                "export_wh": exported,
+            },
         )
         await self._ack("delivery", interval)
         await send_heartbeat(self, interval, "delivery")

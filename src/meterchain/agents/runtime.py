@@ -97,9 +97,21 @@ def decode_content(envelope: Envelope) -> BaseModel:
         return model.model_validate(envelope.content)
     except ValidationError as exc:
         raise InvalidContent(
-            f"{envelope.content_type} from {envelope.sender} is invalid: {exc.errors()[0]['msg']}"
-            f" at {'.'.join(str(p) for p in exc.errors()[0]['loc'])}"
+            f"{envelope.content_type} from {envelope.sender} refused: {describe_error(exc)}"
         ) from None
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming the first bad field, what is wrong with it and the value given."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(the message)"
+    given = repr(first.get("input"))
+    if len(given) > 80:
+        given = given[:77] + "..."
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = f"{where}: {first['msg']} (got {given}){more}"
+    return " ".join(text.split())  # one line, whatever the validator said
 
 
 class Bus(Protocol):
@@ -122,6 +134,10 @@ class Bus(Protocol):
 
     async def unregister(self, name: str) -> None: ...
 
+    def handled(self, envelope: Envelope) -> None:
+        """The agent is done with `envelope`: a bus that kept it for a restart forgets it."""
+        ...
+
 
 class Agent:
     """An asyncio task with a mailbox. Subclasses implement `handle` and, optionally, `act`."""
@@ -132,6 +148,7 @@ class Agent:
         self._mailbox: asyncio.Queue[Envelope] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.not_understood = 0
+        self.failures = 0  # messages whose handler raised
         self.envelopes_taken = 0  # from the mailbox, for drain_mailbox
 
     async def send(
@@ -227,6 +244,7 @@ class Agent:
             envelope = await self._mailbox.get()
             self.envelopes_taken += 1
             await self.deliver(envelope)
+            self.bus.handled(envelope)
 
     async def deliver(self, envelope: Envelope) -> None:
         """Validate and handle one envelope; answer invalid content with not-understood."""
@@ -244,5 +262,16 @@ class Agent:
             return
         try:
             await self.handle(envelope, content)
-        except Exception:
-            log.exception("%s failed to handle %s", self.name, envelope.content_type)
+        except Exception as exc:
+            # One line at error level (a log shipper keeps it whole); the trace for debugging.
+            self.failures += 1
+            log.error(
+                "%s could not handle %s %s from %s: %s: %s",
+                self.name,
+                envelope.content_type,
+                envelope.message_id,
+                envelope.sender,
+                type(exc).__name__,
+                " ".join(str(exc).split()),
+            )
+            log.debug("the trace of that failure", exc_info=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,16 @@ from meterchain.agents.ticker import (
 from meterchain.chain.errors import ChainError, DeploymentError
 from meterchain.chain.keystore import load_keystore, read_password
 from meterchain.clock import Clock
-from meterchain.config import Tariffs
-from meterchain.roles import BoardConfig, GridConfig, KeyConfig, MarketConfig, MarketRef
+from meterchain.config import ConfigError, Tariffs
+from meterchain.roles import (
+    BoardConfig,
+    BrokerConfig,
+    GridConfig,
+    KeyConfig,
+    MarketConfig,
+    MarketRef,
+)
+from meterchain.store.bus_spool import MemorySpool, MessageSpool, Spool
 from meterchain.store.db import Store, open_store
 from meterchain.store.records import Records
 
@@ -141,12 +150,44 @@ async def drain_mailbox(agent: Agent, *, quiet_s: float = 0.3, max_s: float = 3.
         await asyncio.sleep(quiet_s)
 
 
-def _bus(config: BoardConfig | MarketConfig | GridConfig) -> MqttBus:
+def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -> MqttBus:
+    """The process's bus; what it sends and takes waits in `spool` (its store) for the broker."""
+    broker = config.broker
+    credentials = None
+    if broker.username is not None:
+        credentials = (broker.username, _broker_password(broker))
+    # Try again at least ten times an interval, however fast the clock runs (5 s at most).
+    interval_real_s = config.schedule.interval_s / config.clock.speed
     return MqttBus(
-        config.broker.host,
-        config.broker.port,
-        connect_timeout_s=config.broker.connect_timeout_s,
+        broker.host,
+        broker.port,
+        spool=spool,
+        credentials=credentials,
+        tls_ca_file=None if broker.tls_ca_file is None else str(broker.tls_ca_file),
+        connect_timeout_s=broker.connect_timeout_s,
+        backoff_max_s=min(5.0, max(0.2, interval_real_s / 10)),
     )
+
+
+def _broker_password(broker: BrokerConfig) -> str:
+    """The broker password from [broker] password_file, else the variable password_env."""
+    if broker.password_file is not None:
+        try:
+            lines = broker.password_file.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the broker password file {broker.password_file}: {exc.strerror}"
+            ) from None
+        if lines and lines[0]:
+            return lines[0]
+        raise ConfigError(f"the broker password file {broker.password_file} is empty")
+    password = os.environ.get(broker.password_env)
+    if not password:
+        raise ConfigError(
+            f"[broker] username is {broker.username!r} but no password: set the environment "
+            f"variable {broker.password_env} or [broker] password_file"
+        )
+    return password
 
 
 def _ticker(
@@ -180,8 +221,8 @@ def build_board(config: BoardConfig) -> Running:
     domain = market_domain(config.market)
     store = open_store(config.store)
     clock = build_clock(config.clock)
-    bus = _bus(config)
     name = config.agent_name
+    bus = _bus(config, MessageSpool(store, name))
     records = Records(store, name)
     interval_s = config.schedule.interval_s
     forecast = BoardForecast(config.site, records, step_s=interval_s)
@@ -276,7 +317,7 @@ def build_market(config: MarketConfig) -> Running:
         raise
 
     clock = build_clock(config.clock)
-    bus = _bus(config)
+    bus = _bus(config, MessageSpool(store, config.name))
     agent = MarketAgent(
         config.name,
         bus,
@@ -305,7 +346,7 @@ def build_grid(config: GridConfig) -> Running:
     from meterchain.agents.grid import GridAgent
 
     clock = build_clock(config.clock)
-    bus = _bus(config)
+    bus = _bus(config, MemorySpool(config.name))  # tariffs are announced again every interval
     agent = GridAgent(
         config.name,
         bus,

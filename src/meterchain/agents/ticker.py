@@ -38,11 +38,14 @@ def build_clock(config: ClockConfig, *, wall_now: datetime | None = None) -> Clo
 @dataclass(frozen=True)
 class PhaseSpec:
     """A tick at `offset_s` from each interval's start; a missed one is still posted until
-    `deadline_s` from the start (None: always, within the catch-up window)."""
+    `deadline_s` from the start (None: always, within the catch-up window). With
+    `post_overdue` a missed tick past its deadline is posted all the same, marked overdue,
+    for an agent that must answer for it (the market voids a clearing it can no longer do)."""
 
     phase: PhaseName
     offset_s: float
     deadline_s: float | None
+    post_overdue: bool = False
 
 
 def board_phases(schedule: ScheduleConfig) -> list[PhaseSpec]:
@@ -55,10 +58,14 @@ def board_phases(schedule: ScheduleConfig) -> list[PhaseSpec]:
 
 
 def market_phases(schedule: ScheduleConfig) -> list[PhaseSpec]:
-    """Gate closure (clear, settle the batch) and delivery settlement, never skipped."""
+    """Gate closure (clear, settle the batch) and delivery settlement, never skipped.
+
+    A clearing missed while the market was down is still done until the interval ends; past
+    that its tick comes overdue and the market voids the interval (and says so).
+    """
     end = schedule.interval_s
     return [
-        PhaseSpec("clear", -schedule.gate_closure_s, end),
+        PhaseSpec("clear", -schedule.gate_closure_s, end, post_overdue=True),
         PhaseSpec("settle", end + schedule.settle_delay_s, None),
     ]
 
@@ -81,9 +88,12 @@ class ScheduledTick:
             return None
         return self.interval_start + timedelta(seconds=self.spec.deadline_s)
 
-    def tick(self) -> Tick:
+    def tick(self, *, overdue: bool = False) -> Tick:
         return Tick(
-            interval_start=self.interval_start, phase=self.spec.phase, deadline=self.deadline
+            interval_start=self.interval_start,
+            phase=self.spec.phase,
+            deadline=self.deadline,
+            overdue=overdue,
         )
 
 
@@ -124,7 +134,8 @@ class Ticker:
             await self._sleep_until(scheduled.moment)
             now = self.clock.now()
             deadline = scheduled.deadline
-            if deadline is not None and now >= deadline:
+            overdue = deadline is not None and now >= deadline
+            if overdue and not scheduled.spec.post_overdue:
                 self.skipped += 1
                 continue
             late = (now - scheduled.moment).total_seconds()
@@ -136,7 +147,7 @@ class Ticker:
                     late,
                 )
             self.posted += 1
-            await self.post(scheduled.tick())
+            await self.post(scheduled.tick(overdue=overdue))
 
     async def _sleep_until(self, moment: datetime) -> None:
         while True:

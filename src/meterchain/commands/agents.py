@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 from collections.abc import Callable
 from enum import StrEnum
@@ -26,6 +25,7 @@ from meterchain.chain.errors import ChainError
 from meterchain.chain.keystore import PASSWORD_ENV, PRODUCTION_SCRYPT_N, read_password
 from meterchain.commands.errors import USER_ERRORS, user_errors
 from meterchain.config import ConfigError, load_toml
+from meterchain.log_setup import LOG_FORMAT_ENV, LogSetupError, configure_logging
 from meterchain.meters.errors import MeterError
 from meterchain.roles import DEFAULT_DEPLOYMENT, BoardConfig, GridConfig, MarketConfig
 from meterchain.store.errors import StoreError
@@ -50,6 +50,14 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="The role's TOML fi
 LogLevel = Annotated[
     str, typer.Option("--log-level", help="debug, info, warning or error (to stderr).")
 ]
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help=f"text (default) or json: one JSON object per line, for journald and log shippers "
+        f"(or set {LOG_FORMAT_ENV}).",
+    ),
+]
 PasswordFile = Annotated[
     Path | None,
     typer.Option("--password-file", help="Read the keystore password from this file."),
@@ -72,15 +80,11 @@ KeystoreOption = Annotated[
 ]
 
 
-def _configure_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise ConfigError(f"unknown log level {level!r}; use debug, info, warning or error")
-    logging.basicConfig(
-        level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    for noisy in ("web3", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+def _configure_logging(level: str, log_format: str | None) -> None:
+    try:
+        configure_logging(level, log_format)
+    except LogSetupError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _announce(line: str) -> None:
@@ -105,32 +109,38 @@ def _serve(build: Callable[[], Running]) -> None:
 
 @agent_app.command("run")
 @user_errors
-def agent_run(config: ConfigOption, log_level: LogLevel = "info") -> None:
+def agent_run(
+    config: ConfigOption, log_level: LogLevel = "info", log_format: LogFormatOption = None
+) -> None:
     """Run the agent on a meter's board: read, plan, trade, report delivery."""
     from meterchain.agents.services import build_board
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     board = load_toml(config, BoardConfig)
     _serve(lambda: build_board(board))
 
 
 @user_errors
-def market_run(config: ConfigOption, log_level: LogLevel = "info") -> None:
+def market_run(
+    config: ConfigOption, log_level: LogLevel = "info", log_format: LogFormatOption = None
+) -> None:
     """Run the community's market agent: collect orders, clear, settle on chain."""
     from meterchain.agents.services import build_market
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     market = load_toml(config, MarketConfig)
     _serve(lambda: build_market(market))
 
 
 @grid_app.command("run")
 @user_errors
-def grid_run(config: ConfigOption, log_level: LogLevel = "info") -> None:
+def grid_run(
+    config: ConfigOption, log_level: LogLevel = "info", log_format: LogFormatOption = None
+) -> None:
     """Run the grid's agent: announce tariffs, share out the feeder's export limit."""
     from meterchain.agents.services import build_grid
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     grid = load_toml(config, GridConfig)
     _serve(lambda: build_grid(grid))
 
@@ -188,7 +198,11 @@ def register(
     ] = None,
     board_keystore: Annotated[
         Path | None,
-        typer.Option("--board-keystore", help="Or: the board's keystore (read without password)."),
+        typer.Option(
+            "--board-keystore",
+            help="Or: a keystore on this machine (tests); a board's key stays on the board, "
+            "so give its address (`chain key address`) with --signer.",
+        ),
     ] = None,
     owner: Annotated[
         str | None, typer.Option(help="Who may withdraw the meter's balance (default: signer).")

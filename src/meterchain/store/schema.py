@@ -6,11 +6,11 @@ from sqlalchemy import MetaData
 
 from meterchain.store.db import Base
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def metadata() -> MetaData:
     """Base's metadata with every store module's tables imported onto it."""
-    from meterchain.store import accounts, community, outbox, records  # noqa: F401
+    from meterchain.store import accounts, bus_spool, community, outbox, records  # noqa: F401
 
     return Base.metadata
