@@ -237,6 +237,19 @@ def test_chain_agrees_when_every_balance_matches_its_settlements() -> None:
     assert summary["community"]["chain_balance_change"] == -summary["community"]["cost_with_market"]
 
 
+def test_void_intervals_are_listed_with_their_reason() -> None:
+    result = street()
+    start = int(result.market[0].interval_start.timestamp())
+    result.void_intervals = {start: "the market was down at its gate closure"}
+    assert summarise(result)["void_intervals"] == [
+        {
+            "interval_start": result.market[0].interval_start.isoformat(),
+            "reason": "the market was down at its gate closure",
+        }
+    ]
+    assert summarise(street())["void_intervals"] == []
+
+
 def test_a_difference_of_one_smallest_unit_is_caught_below_the_cent() -> None:
     result = street()
     result.decimals = 4

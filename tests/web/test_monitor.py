@@ -22,6 +22,7 @@ from meterchain.agents.messages import (
     DeliveryNotice,
     Heartbeat,
     TradeNotice,
+    VoidNotice,
 )
 from meterchain.agents.monitor import AlarmListener, MonitorAgent, new_meter
 from meterchain.agents.runtime import Agent, Performative
@@ -251,6 +252,21 @@ async def test_a_failed_settlement_is_an_instant_alarm(store: Store, clock: Manu
         await settle()
         [alarm] = alarms(store, "settlement-failed")
         assert alarm.ended_at == alarm.started_at and "PriceAboveBuyLimit" in alarm.message
+    finally:
+        await monitor.stop()
+
+
+async def test_a_void_interval_is_shown_with_its_reason(store: Store, clock: ManualClock) -> None:
+    _bus, monitor, _listener, board = await _community(store, clock)
+    try:
+        notice = VoidNotice(interval=INTERVAL, reason="the market was down at its gate closure")
+        await board.send("monitor", Performative.INFORM, notice)
+        await settle()
+        [alarm] = alarms(store, "interval-void")
+        assert "the market was down" in alarm.message
+        with store.session() as session:
+            row = session.get(MarketIntervalRow, INTERVAL)
+            assert row is not None and row.void_reason == notice.reason
     finally:
         await monitor.stop()
 

@@ -45,6 +45,7 @@ from meterchain.agents.messages import (
     SignerChanged,
     TariffNotice,
     TradingConfig,
+    VoidNotice,
 )
 from meterchain.agents.prodist import VoltageClass, classify
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
@@ -189,6 +190,8 @@ class MonitorAgent(Agent):
             await self.on_heartbeat(content)
         elif isinstance(content, ClearingNotice):
             await self.on_cleared(content)
+        elif isinstance(content, VoidNotice):
+            await self.on_void(content)
         elif isinstance(content, DeliveryNotice):
             await self.on_delivered(content)
         elif isinstance(content, AlarmNotice):
@@ -406,6 +409,20 @@ class MonitorAgent(Agent):
                 notices += self._raise(
                     session, "settlement-failed", None, "critical", message, now, instant=True
                 )
+        await self._publish(notices)
+
+    async def on_void(self, notice: VoidNotice) -> None:
+        """The market voided an interval: its orders are void and the boards settled with the
+        grid. The interval shows it, and an alarm (warning) says why."""
+        now = self.clock.now()
+        with self.store.session() as session:
+            row = self._interval(session, notice.interval)
+            row.void_reason = notice.reason
+            start = datetime.fromtimestamp(notice.interval, UTC).isoformat()
+            message = f"interval {start} is void: {notice.reason}"
+            notices = self._raise(
+                session, "interval-void", None, "warning", message, now, instant=True
+            )
         await self._publish(notices)
 
     async def on_delivered(self, notice: DeliveryNotice) -> None:

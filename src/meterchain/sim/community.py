@@ -626,6 +626,7 @@ async def _drive(
         chain_id=market_client.domain.chain_id,
         contracts={"EnergyMarket": market_client.address},
         grid_balance_change_units=grid_after - grid_before,
+        void_intervals={i: v.reason for i, v in sorted(market.void.items())},
         air_conditioners={
             h.config.meter_id: {
                 "control": h.config.air_conditioner.control,

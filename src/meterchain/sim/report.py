@@ -15,7 +15,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -230,6 +230,10 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
         ),
         "chain_agrees": not disagreements,
         "disagreements": disagreements,
+        "void_intervals": [
+            {"interval_start": datetime.fromtimestamp(i, UTC).isoformat(), "reason": reason}
+            for i, reason in result.void_intervals.items()
+        ],
         "households": [
             _household_entry(h, t) for h, t in zip(result.households, totals, strict=True)
         ],

@@ -71,6 +71,8 @@ class SimulationResult:
     chain_id: int = 0
     contracts: dict[str, str] = field(default_factory=dict)
     grid_balance_change_units: int = 0
+    # intervals the market announced void (issue 14): interval start (Unix s) -> reason
+    void_intervals: dict[int, str] = field(default_factory=dict)
     # per meter with an air conditioner: its control, energy and comfort (sim/aircon.py)
     air_conditioners: dict[str, dict[str, object]] = field(default_factory=dict)
 

@@ -106,6 +106,7 @@ class MarketIntervalRow(Base):
     delivery_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
     delivery_gas: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # announced void
     missing_readings: Mapped[str | None] = mapped_column(Text, nullable=True)
     cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

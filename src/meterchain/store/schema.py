@@ -6,7 +6,7 @@ from sqlalchemy import MetaData
 
 from meterchain.store.db import Base
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def metadata() -> MetaData:

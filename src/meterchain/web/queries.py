@@ -111,6 +111,7 @@ def interval_json(row: MarketIntervalRow) -> dict[str, Any]:
         "delivery_tx": row.delivery_tx,
         "delivery_gas": row.delivery_gas,
         "error": row.error,
+        "void_reason": row.void_reason,
         "missing_readings": json.loads(row.missing_readings) if row.missing_readings else [],
         "cleared_at": iso(row.cleared_at),
         "delivered_at": iso(row.delivered_at),
