@@ -154,3 +154,48 @@ def test_chain_up_keeps_the_chain_across_a_restart(tmp_path: Path, deployer: Loc
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+
+
+def test_a_meter_registered_then_replaced_resumes_from_its_new_baseline(
+    anvil: AnvilNode, chain_snapshot: str, tmp_path: Path
+) -> None:
+    """`agent register` records the installation registers; `grid baseline` the new meter's."""
+    from meterchain.chain.client import EnergyMarketClient
+    from meterchain.chain.node import dev_account
+
+    path = tmp_path / "deployment.json"
+    assert chain("deploy", "--rpc", anvil.rpc_url, "--deployment", str(path))[0] == 0
+    board = "0x" + "b0" * 20
+    common = ["--deployment", str(path)]
+    registered = runner.invoke(
+        app,
+        ["agent", "register", "--meter-id", "m-42", "--signer", board, "--max-power-w", "9000",
+         "--import-wh", "5000", "--baseline-at", "2026-12-05T10:05:00+00:00", *common],
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.stderr
+    replaced = runner.invoke(
+        app,
+        ["grid", "baseline", "--meter-id", "m-42", "--import-wh", "3", "--export-wh", "0",
+         "--at", "2026-12-05T12:10:00+00:00", *common],
+    )  # fmt: skip
+    assert replaced.exit_code == 0, replaced.stderr
+    assert "meter replaced" in replaced.stdout
+    market = EnergyMarketClient(
+        TransactionSender(connect(anvil.rpc_url), dev_account(9)),
+        load_deployment(path).address("EnergyMarket"),
+    )
+    account = market.meter_account("m-42")
+    quarter_to_noon = 1_796_471_100  # 11:45Z: the interval before the one 12:10 falls in
+    assert (account.last_interval, account.import_wh, account.export_wh) == (
+        quarter_to_noon,
+        3,
+        0,
+    )
+    assert market.registry.meter("m-42").max_power_w == 9000
+    rewind = runner.invoke(
+        app,
+        ["grid", "baseline", "--meter-id", "m-42", "--import-wh", "0", "--export-wh", "0",
+         "--at", "2026-12-05T09:00:00+00:00", *common],
+    )  # fmt: skip
+    assert rewind.exit_code == 1
+    assert "BaselineBeforeLastSettled" in rewind.stderr

@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -236,8 +237,6 @@ def register(
 ) -> None:
     """Register a meter and its board's signing key, put it in the market and record its
     registers at installation as its baseline (registrar role, and the market's grid role)."""
-    from datetime import UTC, datetime
-
     from meterchain.chain.client import MeterKind
     from meterchain.chain.keystore import keystore_address
 
@@ -247,28 +246,75 @@ def register(
         address = signer
     else:
         raise ConfigError("give the board's key as either --signer ADDRESS or --board-keystore")
-    try:
-        read_at = datetime.fromisoformat(baseline_at) if baseline_at else datetime.now(UTC)
-    except ValueError:
-        raise ConfigError(
-            f"--baseline-at {baseline_at!r} is not an ISO 8601 time, e.g. 2026-12-05T10:00:00+00:00"
-        ) from None
-    if read_at.tzinfo is None:
-        raise ConfigError(f"--baseline-at {baseline_at!r} has no time zone; add +00:00 or -03:00")
+    read_at = _moment("--baseline-at", baseline_at)
     client, account = _market(deployment, rpc, keystore, password_file, password_env)
     meter_kind = MeterKind[kind.name.upper()]
     registry = client.registry
     receipt = registry.register_meter(meter_id, address, owner or address, meter_kind, max_power_w)
     registry.assign_market(meter_id, client.address)
-    step = client.interval_seconds
-    # The registers were read during some interval: they count as the end of the one before.
-    baseline_interval = int(read_at.timestamp()) // step * step - step
+    baseline_interval = _interval_before(read_at, client.interval_seconds)
     client.set_baseline(meter_id, baseline_interval, import_wh, export_wh, "enrolled")
     console.print(
         f"meter {meter_id} registered ({kind.value}, {max_power_w} W): signer {address}, "
         f"owner {owner or address}, by {account.address} in block {receipt['blockNumber']}; "
         f"in market {client.address} from interval {baseline_interval} with registers "
         f"{import_wh}/{export_wh} Wh",
+        soft_wrap=True,
+    )
+
+
+def _moment(option: str, value: str | None) -> datetime:
+    """An ISO 8601 time with its zone from the command line (now when not given)."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not an ISO 8601 time, e.g. 2026-12-05T10:00:00+00:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise ConfigError(f"{option} {value!r} has no time zone; add +00:00 or -03:00")
+    return moment
+
+
+def _interval_before(moment: datetime, interval_s: int) -> int:
+    """Registers read during an interval count as the end of the one before."""
+    return int(moment.timestamp()) // interval_s * interval_s - interval_s
+
+
+@grid_app.command("baseline")
+@user_errors
+def baseline(
+    meter_id: Annotated[str, typer.Option("--meter-id", help="The meter's id.")],
+    import_wh: Annotated[
+        int, typer.Option("--import-wh", min=0, help="The import register now (Wh).")
+    ],
+    export_wh: Annotated[
+        int, typer.Option("--export-wh", min=0, help="The export register now (Wh).")
+    ],
+    reason: Annotated[
+        str, typer.Option(help="Why, for the record (at most 32 bytes).")
+    ] = "meter replaced",
+    at: Annotated[
+        str | None,
+        typer.Option(help="When the registers were read (ISO 8601; default now)."),
+    ] = None,
+    deployment: DeploymentOption = DEFAULT_DEPLOYMENT,
+    rpc: RpcOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFile = None,
+    password_env: PasswordEnv = PASSWORD_ENV,
+) -> None:
+    """Record a meter's registers anew (the grid's role): a replaced meter, whose registers
+    start again near zero, or a corrected fault. Readings after it are counted from there;
+    nothing settled before is touched, so nothing is counted twice."""
+    client, account = _market(deployment, rpc, keystore, password_file, password_env)
+    interval = _interval_before(_moment("--at", at), client.interval_seconds)
+    receipt = client.set_baseline(meter_id, interval, import_wh, export_wh, reason)
+    console.print(
+        f"meter {meter_id}: baseline {import_wh}/{export_wh} Wh at the end of interval "
+        f"{interval} ({reason}), by {account.address} in block {receipt['blockNumber']}",
         soft_wrap=True,
     )
 
