@@ -226,6 +226,20 @@ class PrepaidMeterClient(_ContractClient):
             )
         return found
 
+    def market_accounts(self, meter_ids: Iterable[str | bytes]) -> dict[bytes, tuple[int, ...]]:
+        """EnergyMarket.meterAccount of several meters in one batch: (last settled interval,
+        import Wh, export Wh, balance) as of the last settled reading, by on-chain meter id."""
+        ids = [_meter_bytes(m) for m in meter_ids]
+        if not ids:
+            return {}
+        selector = function_signature_to_4byte_selector("meterAccount(bytes32)")
+        market = self.market.address
+        returned = self.sender.call_many([(market, selector + i) for i in ids])
+        return {
+            raw: tuple(int.from_bytes(data[i : i + 32], "big") for i in range(0, 128, 32))
+            for raw, data in zip(ids, returned, strict=True)
+        }
+
     def holder_of(self, meter_id: str | bytes) -> str:
         return str(self._call("holderOf", _meter_bytes(meter_id)))
 
