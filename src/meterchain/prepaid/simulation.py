@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
@@ -31,11 +31,17 @@ from meterchain.chain.units import from_units, to_units
 from meterchain.clock import Clock
 from meterchain.config import Household, PrepaidConfig, Scenario
 from meterchain.meters.base import Meter
+from meterchain.meters.sim.dlms_server import DEFAULT_PASSWORD as DLMS_PASSWORD
 from meterchain.meters.sim.physical import PhysicalMeter
 from meterchain.model import RelayState
 from meterchain.prepaid.agent import PrepaidAgent
-from meterchain.prepaid.client import PrepaidMeterClient, PrepaidSettings, deploy_prepaid
-from meterchain.prepaid.rules import CutOffRules, day_number
+from meterchain.prepaid.client import (
+    PrepaidMeterClient,
+    PrepaidSettings,
+    SupplyState,
+    deploy_prepaid,
+)
+from meterchain.prepaid.rules import CutOffRules, Reason, day_number
 from meterchain.prepaid.service import PrepaidService
 from meterchain.store.db import Store
 from meterchain.store.records import Records
@@ -151,6 +157,13 @@ class SimPrepaid:
             never_cut=household.never_cut,
             offline_after_s=2 * self.scenario.interval_s,
         )
+
+    def meter_url(self, household: Household, url: str) -> str:
+        """The URL the board reads its meter with: a prepaid DLMS meter is switched by the
+        management client (the public one may read, not switch)."""
+        if household.prepaid and household.protocol == "dlms":
+            return url.replace("client=16", f"client=17&password={DLMS_PASSWORD}")
+        return url
 
     def make_agent(self, bus: Bus, store: Store, clock: Clock, coordinator: str) -> PrepaidAgent:
         assert self.client is not None
@@ -277,8 +290,21 @@ class SimPrepaid:
             for e in shortfalls
             if bytes(e["args"]["meterId"]).rstrip(b"\0").decode() in prepaid
         )
+        changes = [
+            {
+                "meter_id": bytes(e["args"]["meterId"]).rstrip(b"\0").decode(),
+                "at": datetime.fromtimestamp(
+                    market.w3.eth.get_block(e["blockNumber"])["timestamp"], UTC
+                ).isoformat(),
+                "state": SupplyState(int(e["args"]["state"])).label,
+                "reason": Reason(int(e["args"]["reason"])).name.lower(),
+                "credit": float(from_units(int(e["args"]["credit"]), decimals)),
+            }
+            for e in self.client.events("StateChanged", from_block=from_block)
+        ]
         return {
             "contract": self.client.address,
+            "state_changes": changes,
             "float_after": float(from_units(self.client.float_balance(), decimals)),
             "written_off": float(from_units(written_off, decimals)),
             "top_ups": self.top_up_log,

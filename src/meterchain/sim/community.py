@@ -397,7 +397,10 @@ async def _run_agents(
         for household in households:
             server = await start_simulator(household.config.protocol, household.model)
             servers.append(server)
-            household.meter = open_meter(client_url(household.config.protocol, server.port))
+            url = client_url(household.config.protocol, server.port)
+            if prepaid is not None:
+                url = prepaid.meter_url(household.config, url)
+            household.meter = open_meter(url)
             in_process = scenario.device_link == "in-process"
             if not in_process:
                 household.devices = await _serve_devices(household, scenario.interval_s, servers)
