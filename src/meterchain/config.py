@@ -180,6 +180,18 @@ class PrepaidConfig(Strict):
         return sum(1 << WEEKDAYS.index(day) for day in set(self.cut_weekdays))
 
 
+class PrepaidBoardConfig(Strict):
+    """A board's `[prepaid]`: its meter is on prepaid supply (docs/prepaid.md)."""
+
+    enabled: bool = False
+    never_cut: bool = Field(
+        default=False, description="life-sustaining equipment here: refuse every cut-off"
+    )
+    offline_after_s: float = Field(
+        default=1800.0, gt=0, description="without the chain's word this long, decide alone"
+    )
+
+
 class Household(Strict):
     """One prosumer (or consumer): its meter, its load and what it has on the roof and wall."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meterchain.config import DevicesConfig, Mechanism, Tariffs
+from meterchain.config import DevicesConfig, Mechanism, PrepaidBoardConfig, Tariffs
 
 DEFAULT_DEPLOYMENT = Path("var/deployment.json")
 
@@ -149,6 +149,7 @@ class BoardConfig(RoleModel):
     tariffs: Tariffs = Tariffs()
     decimals: int = Field(default=2, ge=0, le=18, description="the credit token's decimals")
     devices: DevicesConfig = DevicesConfig()
+    prepaid: PrepaidBoardConfig = PrepaidBoardConfig()
 
     @property
     def agent_name(self) -> str:

@@ -91,6 +91,24 @@ def _print(payload: dict[str, object], as_json: bool, text: str) -> None:
 
 @app.command()
 @user_errors
+def run(
+    config: Annotated[Path, typer.Option("--config", help="The prepaid agent's TOML file.")],
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error (to stderr).")
+    ] = "info",
+) -> None:
+    """Run the operator's prepaid agent: assess after each delivery, tell the boards."""
+    from meterchain.commands.agents import _configure_logging, _serve
+    from meterchain.config import load_toml
+    from meterchain.prepaid.process import PrepaidAgentConfig, build_prepaid
+
+    _configure_logging(log_level)
+    settings = load_toml(config, PrepaidAgentConfig)
+    _serve(lambda: build_prepaid(settings))
+
+
+@app.command()
+@user_errors
 def deploy(
     emergency_credit: Annotated[
         float, typer.Option("--emergency-credit", min=0.0, help="Credit below zero before a cut.")
