@@ -93,8 +93,12 @@ async def test_a_delivery_cuts_the_meter_off_and_a_top_up_reconnects_it_between_
         )
         await eventually(lambda: model.relay is RelayState.OFF)
         assert suite.prepaid().status(METER).state is SupplyState.CUT_OFF
-        warnings = [m for m in monitor.received if isinstance(m, CreditWarning)]
-        assert any(w.meter_id == METER and w.threshold_units == 0 for w in warnings)
+        await eventually(
+            lambda: any(
+                isinstance(m, CreditWarning) and m.meter_id == METER and m.threshold_units == 0
+                for m in monitor.received
+            )
+        )
         acks = [m for m in agent.relays.values()]
         assert acks[0].relay == "off"
         # The holder tops up from its wallet: no delivery needed to reconnect.

@@ -135,8 +135,8 @@ class PrepaidAgent(Agent):
                     f"assess {len(meters)} prepaid meters",
                     lambda: self.prepaid.assess_many(meters, key=key),
                 )
+            await self._forward_warnings()  # warn first, then the relay decisions
             sent = await self._tell_boards(interval, meters, every=what is not None)
-            await self._forward_warnings()
         self.updates_sent[interval] = self.updates_sent.get(interval, 0) + sent
         if what is not None and self.coordinator is not None:
             await self.send(
