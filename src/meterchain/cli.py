@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, device, market, meter, simulate, web
+from meterchain.commands import agents, chain, device, market, meter, prepaid, simulate, web
 
 app = typer.Typer(
     name="meterchain",
@@ -18,6 +18,7 @@ app.add_typer(market.app, name="market")
 app.add_typer(chain.app, name="chain")
 app.add_typer(agents.agent_app, name="agent")
 app.add_typer(agents.grid_app, name="grid")
+app.add_typer(prepaid.app, name="prepaid")
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(simulate.demo)
 app.add_typer(web.app, name="web")

@@ -7,7 +7,7 @@ than a setting silently ignored.
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -321,6 +321,70 @@ class DerConfig(Strict):
         return self
 
 
+Weekday = Literal["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+WEEKDAYS: tuple[Weekday, ...] = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+class TopUp(Strict):
+    """A prepaid household tops up `amount` (currency units) at `at` (UTC): with a voucher the
+    utility printed, or from its wallet."""
+
+    at: datetime
+    amount: float = Field(gt=0)
+    via: Literal["voucher", "wallet"] = "voucher"
+
+    @model_validator(mode="after")
+    def _aware(self) -> TopUp:
+        if self.at.tzinfo is None:
+            raise ValueError(f"top-up time {self.at.isoformat()} needs a time zone, e.g. …Z")
+        return self
+
+
+class PrepaidConfig(Strict):
+    """A scenario's `[prepaid]`: the utility's prepaid settings (money in currency units).
+
+    Defaults follow Brazilian rules: no cut-off before 08:00 or from 18:00, none on Fridays,
+    weekends, public holidays or the day before one (docs/prepaid.md).
+    """
+
+    emergency_credit: float = Field(default=2.0, ge=0)
+    advance_buffer: float = Field(default=1.0, ge=0, description="least lent ahead of use")
+    thresholds: list[float] = Field(default=[5.0, 2.0, 0.0], max_length=8)
+    utc_offset_h: float = Field(default=-3.0, ge=-14, le=14)
+    cut_from_hour: int = Field(default=8, ge=0, le=23)
+    cut_to_hour: int = Field(default=18, ge=1, le=24)
+    cut_weekdays: list[Weekday] = Field(default=["mon", "tue", "wed", "thu"])
+    no_cut_on_holiday_eve: bool = True
+    holidays: list[date] = Field(default_factory=list)
+    float_credit: float = Field(default=1000.0, gt=0, description="the utility's float")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrepaidConfig:
+        if self.cut_to_hour <= self.cut_from_hour:
+            raise ValueError(
+                f"cut_to_hour {self.cut_to_hour} is not after cut_from_hour {self.cut_from_hour}"
+            )
+        if any(b >= a for a, b in zip(self.thresholds, self.thresholds[1:], strict=False)):
+            raise ValueError(f"thresholds {self.thresholds} must decrease strictly")
+        return self
+
+    @property
+    def weekday_mask(self) -> int:
+        return sum(1 << WEEKDAYS.index(day) for day in set(self.cut_weekdays))
+
+
+class PrepaidBoardConfig(Strict):
+    """A board's `[prepaid]`: its meter is on prepaid supply (docs/prepaid.md)."""
+
+    enabled: bool = False
+    never_cut: bool = Field(
+        default=False, description="life-sustaining equipment here: refuse every cut-off"
+    )
+    offline_after_s: float = Field(
+        default=1800.0, gt=0, description="without the chain's word this long, decide alone"
+    )
+
+
 class Household(Strict):
     """One prosumer (or consumer): its meter, its load and what it has on the roof and wall."""
 
@@ -335,6 +399,23 @@ class Household(Strict):
         15.0, gt=0, description="what the supply can carry; readings above it are implausible"
     )
     air_conditioner: AirConditionerConfig | None = None
+    prepaid: bool = Field(default=False, description="supplied on prepaid credit (PrepaidMeter)")
+    starting_credit: float | None = Field(
+        default=None, ge=0, description="prepaid credit at the start"
+    )
+    never_cut: bool = Field(default=False, description="prepaid, never cut off (medical equipment)")
+    top_ups: list[TopUp] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _prepaid_settings(self) -> Household:
+        if not self.prepaid and (
+            self.starting_credit is not None or self.never_cut or self.top_ups
+        ):
+            raise ValueError(
+                f"household {self.meter_id}: starting_credit, never_cut and top_ups are for "
+                "prepaid households; add prepaid = true"
+            )
+        return self
 
 
 class HouseholdGroup(Strict):
@@ -385,6 +466,7 @@ class Scenario(Strict):
     )
     location: Location = Location()
     tariffs: Tariffs = Tariffs()
+    prepaid: PrepaidConfig = PrepaidConfig()
     households: list[Household] = Field(default_factory=list)
     groups: list[HouseholdGroup] = Field(default_factory=list)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meterchain.config import DerConfig, DevicesConfig, Mechanism, Tariffs
+from meterchain.config import DerConfig, DevicesConfig, Mechanism, PrepaidBoardConfig, Tariffs
 
 DEFAULT_DEPLOYMENT = Path("var/deployment.json")
 
@@ -160,6 +160,7 @@ class BoardConfig(RoleModel):
     tariffs: Tariffs = Tariffs()
     decimals: int = Field(default=2, ge=0, le=18, description="the credit token's decimals")
     devices: DevicesConfig = DevicesConfig()
+    prepaid: PrepaidBoardConfig = PrepaidBoardConfig()
 
     @property
     def agent_name(self) -> str:

@@ -32,6 +32,7 @@ from meterchain.agents.messages import (
 )
 from meterchain.agents.monitor import send_heartbeat
 from meterchain.agents.planning import DerPlanner
+from meterchain.agents.prepaid import CreditWarning, PrepaidBoard, PrepaidUpdate
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
 from meterchain.chain.signing import (
     MarketDomain,
@@ -84,8 +85,10 @@ class ProsumerAgent(Agent):
         meter_retries: int = 3,
         retry_delay_s: float = 0.2,
         decimals: int = 2,
+        prepaid: PrepaidBoard | None = None,
     ) -> None:
         super().__init__(name, bus)
+        self.prepaid = prepaid  # prepaid supply: the relay follows the chain's credit
         self.meter_id = meter_id
         self.meter = meter
         self.signer = signer
@@ -143,6 +146,8 @@ class ProsumerAgent(Agent):
             handler = getattr(self.planner, "handler", None)  # agents/board_config.py
             if handler is not None:
                 await handler.receive(self, envelope, content)
+        elif self.prepaid is not None and isinstance(content, PrepaidUpdate | CreditWarning):
+            await self.prepaid.handle(self, envelope, content)
 
     async def read_meter(self) -> Reading:
         """Read with retries and back-off; a bad reading is never recorded."""
@@ -152,6 +157,8 @@ class ProsumerAgent(Agent):
                 reading = await self.meter.read()
                 self.last_read_at = self.clock.now()
                 self.last_reading, self.last_meter_error = reading, None
+                if self.prepaid is not None:
+                    await self.prepaid.after_reading(self, reading)
                 return reading
             except MeterError as exc:
                 log.warning(
@@ -226,6 +233,8 @@ class ProsumerAgent(Agent):
                 self.records.put_once("readings", f"{interval}:order", reading.as_json())
             except MeterError as exc:
                 log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
+        if self.prepaid is not None and self.prepaid.relay_open:  # cut off: nothing to trade
+            return {"orders": []}
         soc = None
         if self.battery is not None:
             soc = await self._device_step("reading the battery", self.battery.soc_fraction())

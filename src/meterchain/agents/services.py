@@ -249,11 +249,18 @@ def build_board(config: BoardConfig) -> Running:
     planner.handler = BoardConfigHandler(
         records, site, step_s=interval_s, timezone=config.site.timezone
     )
+    meter = open_meter(config.meter_url, timeout_s=config.meter_timeout_s, retries=1)
+    prepaid = None
+    if config.prepaid.enabled:  # the relay follows the chain's prepaid credit
+        from meterchain.agents.prepaid import PrepaidBoard
+
+        prepaid = PrepaidBoard(config.meter_id, meter, clock, never_cut=config.prepaid.never_cut,
+                               offline_after_s=config.prepaid.offline_after_s)  # fmt: skip
     agent = ProsumerAgent(
         name,
         bus,
         meter_id=config.meter_id,
-        meter=open_meter(config.meter_url, timeout_s=config.meter_timeout_s, retries=1),
+        meter=meter,
         signer=signer,
         domain=domain,
         planner=planner,
@@ -265,6 +272,7 @@ def build_board(config: BoardConfig) -> Running:
         decimals=config.decimals,
         devices=open_board_devices(devices),
         alarms_to=devices.alarms_to,
+        prepaid=prepaid,
     )
     agent.tariffs = _tariff_notice(config.tariffs)
     agent.monitor = config.monitor_agent

@@ -69,6 +69,7 @@ from meterchain.meters.registry import open_meter
 from meterchain.meters.sim.physical import BatterySpec, PhysicalMeter
 from meterchain.meters.sim.registry import client_url, start_simulator
 from meterchain.meters.sim.server import RunningServer
+from meterchain.prepaid.simulation import SimPrepaid, set_chain_time
 from meterchain.sim.aircon import (
     BoardLink,
     LoadWithAirConditioner,
@@ -312,9 +313,12 @@ def _site(config: Household) -> Site:
 class ChainSetup:
     """A local anvil with the suite deployed, the meters registered and funded."""
 
-    def __init__(self, node: AnvilNode | None, market: EnergyMarketClient) -> None:
+    def __init__(
+        self, node: AnvilNode | None, market: EnergyMarketClient, prepaid: SimPrepaid | None = None
+    ) -> None:
         self.node = node
         self.market = market
+        self.prepaid = prepaid
 
     def close(self) -> None:
         if self.node is not None:
@@ -329,6 +333,9 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
         sender = TransactionSender(
             w3, operator, outbox=Outbox(open_store(_sqlite(store_dir, "chain")))
         )
+        prepaid = SimPrepaid(scenario) if SimPrepaid.wanted(scenario) else None
+        if prepaid is not None:  # the cut-off rules read block time: keep it virtual
+            set_chain_time(sender, scenario.start - timedelta(seconds=scenario.interval_s))
         addresses = deploy_suite(
             sender,
             retail_price=scenario.tariffs.retail_price,
@@ -337,6 +344,8 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
         registry = MeterRegistryClient(sender, addresses["MeterRegistry"])
         credit = EnergyCreditClient(sender, addresses["EnergyCredit"])
         market = EnergyMarketClient(sender, addresses["EnergyMarket"])
+        if prepaid is not None:
+            prepaid.deploy(sender, market)
         decimals = credit.decimals
         per_household = to_units(STARTING_CREDIT, decimals)
         grid = to_units(GRID_CREDIT, decimals)
@@ -350,8 +359,9 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
             can_export = config.pv_kwp > 0 or config.battery_kwh > 0
             kind = MeterKind.PROSUMER if can_export else MeterKind.CONSUMER
             meter_id = config.meter_id
+            owner = operator.address if prepaid is None else prepaid.owner(config, operator.address)
             registry.register_meter(
-                meter_id, household.signer.address, operator.address, kind,
+                meter_id, household.signer.address, owner, kind,
                 round(config.connection_kw * 1000),
             )  # fmt: skip
             registry.assign_market(meter_id, market.address)
@@ -359,12 +369,15 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
             market.set_baseline(
                 meter_id, baseline, int(state.import_wh), int(state.export_wh), "enrolled"
             )
-            market.deposit(meter_id, per_household, approve=False)
+            if prepaid is not None and config.prepaid:
+                prepaid.enrol(config)
+            else:
+                market.deposit(meter_id, per_household, approve=False)
         market.deposit_grid(grid, approve=False)
     except BaseException:
         stop_anvil(node)
         raise
-    return ChainSetup(node, market)
+    return ChainSetup(node, market, prepaid)
 
 
 def _sqlite(directory: Path, name: str) -> str:
@@ -389,7 +402,9 @@ async def run_community(
         households = _build_households(scenario, clock)
         chain = await asyncio.to_thread(_setup_chain, scenario, households, work_dir)
         stack.callback(chain.close)
-        result = await _run_agents(scenario, households, chain.market, clock, work_dir, on_progress)
+        result = await _run_agents(
+            scenario, households, chain.market, clock, work_dir, on_progress, chain.prepaid
+        )
     result.wall_time_s = time.perf_counter() - started
     return result
 
@@ -401,6 +416,7 @@ async def _run_agents(
     clock: ManualClock,
     work_dir: Path,
     on_progress: ProgressCallback | None,
+    prepaid: SimPrepaid | None = None,
 ) -> SimulationResult:
     bus = LocalBus()
     store = open_store(_sqlite(work_dir, "agents"))
@@ -425,12 +441,17 @@ async def _run_agents(
     planners = ProcessPoolExecutor(max_workers=PLANNER_PROCESSES, mp_context=get_context("spawn"))
     grid = GridAgent("grid", bus, tariffs=tariffs, prosumers=[], coordinator="simulator")
     agents: list[Agent] = [coordinator, market, grid]
+    if prepaid is not None:
+        agents.append(prepaid.make_agent(bus, store, clock, "simulator"))
     servers: list[RunningServer] = []
     try:
         for household in households:
             server = await start_simulator(household.config.protocol, household.model)
             servers.append(server)
-            household.meter = open_meter(client_url(household.config.protocol, server.port))
+            url = client_url(household.config.protocol, server.port)
+            if prepaid is not None:
+                url = prepaid.meter_url(household.config, url)
+            household.meter = open_meter(url)
             in_process = scenario.device_link == "in-process"
             if not in_process:
                 household.devices = await _serve_devices(household, scenario.interval_s, servers)
@@ -462,13 +483,17 @@ async def _run_agents(
                 ),
                 devices=household.devices,
                 decimals=decimals,
+                prepaid=None
+                if prepaid is None
+                else prepaid.board(household.config, household.meter, clock),
             )
             agents.append(household.agent)
         for agent in agents:
             await agent.start()
         return await _drive(
-            scenario, households, market, coordinator, market_client, clock, decimals, on_progress
-        )
+            scenario, households, market, coordinator, market_client, clock, decimals, on_progress,
+            prepaid,
+        )  # fmt: skip
     finally:
         for agent in agents:
             await agent.stop()
@@ -496,8 +521,11 @@ async def _drive(
     clock: ManualClock,
     decimals: int,
     on_progress: ProgressCallback | None,
+    prepaid: SimPrepaid | None = None,
 ) -> SimulationResult:
     n = len(households)
+    models = {h.config.meter_id: h.model for h in households}
+    first_block = await asyncio.to_thread(lambda: int(market_client.w3.eth.block_number))
     step = timedelta(seconds=scenario.interval_s)
 
     # The boards read the registers at the start (the end of the interval before): each
@@ -531,6 +559,8 @@ async def _drive(
     for index in range(scenario.intervals):
         start = scenario.start + step * index
         interval = int(start.timestamp())
+        if prepaid is not None:
+            prepaid.interval_started(models)
         await _tick(coordinator, "grid", start, "order")
         await coordinator.wait_for(("tariffs",), interval, 1)
         await _tick(coordinator, "community", start, "order")
@@ -538,10 +568,17 @@ async def _drive(
         await _tick(coordinator, "market", start, "clear")
         await coordinator.wait_for(("cleared",), interval, n)
         clock.set(start + step)
+        if prepaid is not None:
+            prepaid.interval_ended(models, start)
+            await asyncio.to_thread(set_chain_time, market_client.sender, start + step)
         await _tick(coordinator, "community", start, "delivery")
         await coordinator.wait_for(("delivery", "delivery-failed"), interval, n)
         await _tick(coordinator, "market", start, "settle")
         await coordinator.wait_for(("settled",), interval, 1)
+        if prepaid is not None:
+            await prepaid.after_delivery(
+                coordinator, market_client.sender, interval, start + step, models
+            )
 
         cleared = market.cleared[interval]
         delivered = market.delivered.get(interval)
@@ -614,6 +651,11 @@ async def _drive(
     for meter_id, household_result in results.items():
         household_result.chain_balance_before_units = balances_before[meter_id_to_bytes32(meter_id)]
         household_result.chain_balance_after_units = balances_after[meter_id_to_bytes32(meter_id)]
+    prepaid_summary = None
+    if prepaid is not None:
+        prepaid_summary = await asyncio.to_thread(
+            prepaid.finish, results, market_client, first_block + 1
+        )
     return SimulationResult(
         scenario=scenario.name,
         retail_price=scenario.tariffs.retail_price,
@@ -635,4 +677,5 @@ async def _drive(
             for h in households
             if h.aircon is not None and h.config.air_conditioner is not None
         },
+        prepaid=prepaid_summary,
     )

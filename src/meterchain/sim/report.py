@@ -120,8 +120,10 @@ def _money_fields(with_cents: int, without_cents: int, chain_cents: int) -> dict
     }
 
 
-def _household_entry(household: HouseholdResult, totals: _HouseholdTotals) -> dict[str, Any]:
-    return {
+def _household_entry(
+    household: HouseholdResult, totals: _HouseholdTotals, prepaid_run: bool = False
+) -> dict[str, Any]:
+    entry = {
         "meter_id": household.meter_id,
         "protocol": household.protocol,
         "local_bought_wh": totals.local_bought_wh,
@@ -137,6 +139,20 @@ def _household_entry(household: HouseholdResult, totals: _HouseholdTotals) -> di
         "pv_kwp": household.pv_kwp,
         "battery_kwh": household.battery_kwh,
     }
+    if prepaid_run:  # a run with prepaid supply: every household's relay, from its meter
+        entry |= {
+            "prepaid": household.prepaid,
+            "relay_off_intervals": household.relay_off_intervals,
+            "import_wh_while_cut": household.import_wh_while_cut,
+        }
+    if household.prepaid:
+        entry |= {
+            "prepaid_credit_after": household.prepaid_credit_after,
+            "prepaid_state_after": household.prepaid_state_after,
+            "cut_offs": household.cut_offs,
+            "reconnects": household.reconnects,
+        }
+    return entry
 
 
 def _community_entry(
@@ -170,10 +186,11 @@ def _community_entry(
 def _disagreements(
     households: Sequence[HouseholdResult], totals: Sequence[_HouseholdTotals], decimals: int
 ) -> list[dict[str, Any]]:
-    """Households whose on-chain balance moved by anything but the sum of their settlements."""
+    """Households whose on-chain balance moved by anything but the sum of their settlements
+    (and, for prepaid households, the top-ups and loans paid into it)."""
     found = []
     for household, total in zip(households, totals, strict=True):
-        chain_units = household.chain_balance_change_units
+        chain_units = household.chain_balance_change_units - household.deposited_units
         if total.settled_units != chain_units:
             found.append(
                 {
@@ -235,9 +252,11 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
             for i, reason in result.void_intervals.items()
         ],
         "households": [
-            _household_entry(h, t) for h, t in zip(result.households, totals, strict=True)
+            _household_entry(h, t, result.prepaid is not None)
+            for h, t in zip(result.households, totals, strict=True)
         ],
         "community": _community_entry(result.households, totals),
+        **({"prepaid": result.prepaid} if result.prepaid is not None else {}),
         "prices": [
             {
                 "interval_start": m.interval_start.isoformat(),
@@ -529,8 +548,30 @@ def _facts_html(summary: dict[str, Any], zone: ZoneInfo) -> str:
         (f"contract {html.escape(name)}", f"<code>{html.escape(address)}</code>")
         for name, address in summary["contracts"].items()
     ]
+    facts += _prepaid_facts(summary)
     items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
     return f"<dl>{items}</dl>"
+
+
+def _prepaid_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per prepaid household: relay-open intervals, import meanwhile, switchings."""
+    facts = []
+    for h in summary["households"]:
+        if not h.get("prepaid"):
+            continue
+        cut = h["import_wh_while_cut"]
+        verdict = "ok" if cut == 0 else "bad"
+        facts.append(
+            (
+                f"prepaid {html.escape(h['meter_id'])}",
+                f"relay open {h['relay_off_intervals']} intervals, "
+                f'<span class="{verdict}">{cut:g} Wh imported meanwhile</span>; '
+                f"cut off at {html.escape(', '.join(h['cut_offs']) or 'never')}, "
+                f"reconnected at {html.escape(', '.join(h['reconnects']) or 'never')}; "
+                f"credit after {h['prepaid_credit_after']:g} ({h['prepaid_state_after']})",
+            )
+        )
+    return facts
 
 
 def _figure_html(title: str, figure: Figure | None, missing: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class HouseholdResult:
     intervals: list[HouseholdInterval] = field(default_factory=list)
     chain_balance_before_units: int = 0
     chain_balance_after_units: int = 0
+    # Prepaid supply (prepaid/simulation.py): relay intervals from the physical meter.
+    prepaid: bool = False
+    relay_off_intervals: int = 0  # intervals the meter's relay was open throughout
+    import_wh_while_cut: float = 0.0  # what the meter imported in them: must be 0
+    deposited_units: int = 0  # top-ups and the float's loans paid into the market balance
+    prepaid_credit_after: float | None = None  # currency units (balance less the float's loans)
+    prepaid_state_after: str | None = None
+    cut_offs: list[str] = field(default_factory=list)  # when the relay opened
+    reconnects: list[str] = field(default_factory=list)
 
     @property
     def chain_balance_change_units(self) -> int:
@@ -75,6 +85,7 @@ class SimulationResult:
     void_intervals: dict[int, str] = field(default_factory=dict)
     # per meter with an air conditioner: its control, energy and comfort (sim/aircon.py)
     air_conditioners: dict[str, dict[str, object]] = field(default_factory=dict)
+    prepaid: dict[str, Any] | None = None  # the run's prepaid summary, when it had any
 
     @property
     def gas_used(self) -> int:
