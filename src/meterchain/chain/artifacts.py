@@ -15,7 +15,14 @@ from typing import Any
 from meterchain.chain.errors import ChainError
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-CONTRACT_NAMES = ("MeterRegistry", "EnergyCredit", "EnergyMarket")
+CONTRACT_NAMES = (
+    "MeterRegistry",
+    "EnergyCredit",
+    "EnergyMarket",
+    "EnergyCertificates",
+    "CommunityFund",
+    "Billing",
+)
 
 
 class ArtifactError(ChainError):

@@ -1,0 +1,116 @@
+"""The chain tests' deployed suite with the ledger contracts, and helpers to trade and deliver
+an interval in one call, for the ledger tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from contract_suite import ADMIN, INTERVAL, Meter, Suite, trade
+from web3.types import TxReceipt
+
+from meterchain.chain.errors import TransactionReverted
+from meterchain.chain.ledger_clients import (
+    BillingClient,
+    CommunityFundClient,
+    EnergyCertificatesClient,
+)
+from meterchain.chain.node import dev_account
+from meterchain.chain.signing import OrderSide, SignedReading
+
+FORTALEZA = "-3.7319,-38.5267 Fortaleza CE BR"
+COMMISSIONED = 1_767_225_600  # 2026-01-01
+
+
+@dataclass(frozen=True)
+class Sale:
+    """`seller` sells `buyer` `wh` at `price` (cents/kWh) in the batch."""
+
+    buyer: int
+    seller: int
+    wh: int
+    price: int = 50
+
+
+def certificates(suite: Suite, account: int | Any = ADMIN) -> EnergyCertificatesClient:
+    return EnergyCertificatesClient(suite.sender(account), suite.addresses["EnergyCertificates"])
+
+
+def billing(suite: Suite, account: int | Any = ADMIN) -> BillingClient:
+    return BillingClient(suite.sender(account), suite.addresses["Billing"])
+
+
+def fund(suite: Suite, address: str, account: int | Any = ADMIN) -> CommunityFundClient:
+    return CommunityFundClient(suite.sender(account), address)
+
+
+def register_pv(suite: Suite, meter: Meter, capacity_w: int = 5_000) -> None:
+    """Register a meter as a rooftop PV device (the issuer is the admin)."""
+    certificates(suite).register_device(
+        meter.name,
+        capacity_w=capacity_w,
+        commissioned_at=COMMISSIONED,
+        site=f"house of {meter.name}",
+        technology="Solar;Photovoltaic;Roof mounted",
+        location=FORTALEZA,
+    )
+
+
+def settle(
+    suite: Suite,
+    sales: Sequence[Sale],
+    flows: dict[int, tuple[int, int]],
+    *,
+    interval: int = INTERVAL,
+    starts: dict[int, tuple[int, int]] | None = None,
+) -> TxReceipt:
+    """Batch `sales` (if any) and deliver the interval with a reading of each meter in `flows`
+    (meter index → (imported Wh, exported Wh)) starting from `starts` (default (0, 0))."""
+    orders = []
+    trades = []
+    for sale in sales:
+        buyer, seller = suite.meters[sale.buyer], suite.meters[sale.seller]
+        buy = suite.order(buyer, OrderSide.BUY, sale.wh, sale.price, interval=interval)
+        sell = suite.order(seller, OrderSide.SELL, sale.wh, sale.price, interval=interval)
+        orders += [buy, sell]
+        trades.append(trade(buy, sell, sale.wh, sale.price))
+    market = suite.market()
+    if trades:
+        market.settle_batch(interval, trades, orders)
+    readings: list[SignedReading] = [
+        suite.reading(
+            suite.meters[index],
+            imported,
+            exported,
+            interval=interval,
+            start=(starts or {}).get(index, (0, 0)),
+        )
+        for index, (imported, exported) in flows.items()
+    ]
+    return market.settle_delivery(interval, readings)
+
+
+def reverts(action: Callable[[], Any], error_name: str) -> TransactionReverted:
+    with pytest.raises(TransactionReverted) as caught:
+        action()
+    assert caught.value.error_name == error_name, str(caught.value)
+    return caught.value
+
+
+def later(suite: Suite, seconds: int) -> None:
+    suite.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+    suite.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
+def now(suite: Suite) -> int:
+    return int(suite.w3.eth.get_block("latest")["timestamp"])
+
+
+def owner_address(suite: Suite, index: int) -> str:
+    return str(suite.meters[index].owner.address)
+
+
+def account(index: int) -> Any:
+    return dev_account(index)
