@@ -8,9 +8,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from contract_suite import ADMIN, INTERVAL, Meter, Suite, trade
+from contract_suite import (
+    ADMIN,
+    BASELINE,
+    GRID,
+    INTERVAL,
+    MAX_POWER_W,
+    OUTSIDER,
+    TREASURY,
+    Meter,
+    Suite,
+    board_key,
+    deploy_test_suite,
+    trade,
+)
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
 from web3.types import TxReceipt
 
+from meterchain.chain.client import MeterKind
+from meterchain.chain.deploy import FundCampaign, deploy_fund
 from meterchain.chain.errors import TransactionReverted
 from meterchain.chain.ledger_clients import (
     BillingClient,
@@ -18,7 +35,7 @@ from meterchain.chain.ledger_clients import (
     EnergyCertificatesClient,
 )
 from meterchain.chain.node import dev_account
-from meterchain.chain.signing import OrderSide, SignedReading
+from meterchain.chain.signing import OrderSide, SignedReading, meter_id_to_bytes32
 
 FORTALEZA = "-3.7319,-38.5267 Fortaleza CE BR"
 COMMISSIONED = 1_767_225_600  # 2026-01-01
@@ -114,3 +131,59 @@ def owner_address(suite: Suite, index: int) -> str:
 
 def account(index: int) -> Any:
     return dev_account(index)
+
+
+# ---- a community plant funded by the backers
+
+PRICE = 10_000  # cents per share (100 currency units)
+GOAL_SHARES, CAP_SHARES = 5, 10
+DAY = 86_400
+PLANT, CAROL = 4, 2  # the plant is the suite's fifth meter; carol buys its energy
+MANAGER = 8  # the plant's owner (draws the funds)
+BACKERS = (4, 5, 6)  # dev accounts that buy shares (they also own alice, bob, carol)
+
+
+@dataclass
+class Plant:
+    suite: Suite
+    fund: str
+
+    def client(self, account: int | LocalAccount) -> CommunityFundClient:
+        return fund(self.suite, self.fund, account)
+
+
+def deploy_plant(w3: Web3) -> Plant:
+    suite = deploy_test_suite(
+        w3,
+        kinds=[MeterKind.PROSUMER, MeterKind.PROSUMER, MeterKind.CONSUMER, MeterKind.PROSUMER],
+    )
+    admin = suite.sender(ADMIN)
+    address = deploy_fund(
+        admin,
+        suite.addresses["EnergyCredit"],
+        suite.addresses["EnergyMarket"],
+        FundCampaign(
+            plant_meter_id=meter_id_to_bytes32("plant"),
+            price_per_share=PRICE,
+            goal=GOAL_SHARES * PRICE,
+            cap=CAP_SHARES * PRICE,
+            deadline=int(w3.eth.get_block("latest")["timestamp"]) + 7 * DAY,
+        ),
+        manager=dev_account(MANAGER).address,
+    )
+    # The plant's meter is a generator owned by the fund: its revenue can only go there.
+    plant = Meter("plant", board_key(PLANT), dev_account(MANAGER))
+    suite.registry(ADMIN).register_meter(
+        plant.name, plant.key.address, address, MeterKind.GENERATOR, MAX_POWER_W
+    )
+    suite.registry(ADMIN).assign_market(plant.name, suite.addresses["EnergyMarket"])
+    suite.market(GRID).set_baseline(plant.name, BASELINE, 0, 0)
+    suite.meters.append(plant)
+    register_pv(suite, plant, capacity_w=20_000)
+    # The manager leaves a reserve in the market for the locks of the plant's sales.
+    suite.credit(TREASURY).mint(dev_account(MANAGER).address, 10_000)
+    suite.market(MANAGER).deposit(plant.name, 10_000)
+    fund(suite, address, MANAGER).set_reserve(10_000)
+    for backer in (*BACKERS, OUTSIDER):
+        suite.credit(TREASURY).mint(dev_account(backer).address, CAP_SHARES * PRICE)
+    return Plant(suite, address)

@@ -8,84 +8,29 @@ one draw by the plant's owner only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
-from contract_suite import (
-    ADMIN,
-    BASELINE,
-    GRID,
-    INTERVAL,
-    MAX_POWER_W,
-    OUTSIDER,
-    TREASURY,
-    Meter,
-    Suite,
-    board_key,
-    deploy_test_suite,
+from contract_suite import ADMIN, INTERVAL, OUTSIDER, TREASURY
+from ledger_suite import (
+    BACKERS,
+    CAP_SHARES,
+    CAROL,
+    DAY,
+    GOAL_SHARES,
+    MANAGER,
+    PLANT,
+    PRICE,
+    Plant,
+    Sale,
+    certificates,
+    deploy_plant,
+    later,
+    now,
+    reverts,
+    settle,
 )
-from eth_account.signers.local import LocalAccount
-from ledger_suite import Sale, certificates, fund, later, now, register_pv, reverts, settle
 from web3 import Web3
 
-from meterchain.chain.client import MeterKind
-from meterchain.chain.deploy import FundCampaign, deploy_fund
-from meterchain.chain.ledger_clients import CommunityFundClient
 from meterchain.chain.node import dev_account
-from meterchain.chain.signing import meter_id_to_bytes32
-
-PRICE = 10_000  # cents per share (100 currency units)
-GOAL_SHARES, CAP_SHARES = 5, 10
-DAY = 86_400
-PLANT, CAROL = 4, 2  # the plant is the suite's fifth meter; carol buys its energy
-MANAGER = 8  # the plant's owner (draws the funds)
-BACKERS = (4, 5, 6)  # dev accounts that buy shares (they also own alice, bob, carol)
-
-
-@dataclass
-class Plant:
-    suite: Suite
-    fund: str
-
-    def client(self, account: int | LocalAccount) -> CommunityFundClient:
-        return fund(self.suite, self.fund, account)
-
-
-def deploy_plant(w3: Web3) -> Plant:
-    suite = deploy_test_suite(
-        w3,
-        kinds=[MeterKind.PROSUMER, MeterKind.PROSUMER, MeterKind.CONSUMER, MeterKind.PROSUMER],
-    )
-    admin = suite.sender(ADMIN)
-    address = deploy_fund(
-        admin,
-        suite.addresses["EnergyCredit"],
-        suite.addresses["EnergyMarket"],
-        FundCampaign(
-            plant_meter_id=meter_id_to_bytes32("plant"),
-            price_per_share=PRICE,
-            goal=GOAL_SHARES * PRICE,
-            cap=CAP_SHARES * PRICE,
-            deadline=int(w3.eth.get_block("latest")["timestamp"]) + 7 * DAY,
-        ),
-        manager=dev_account(MANAGER).address,
-    )
-    # The plant's meter is a generator owned by the fund: its revenue can only go there.
-    plant = Meter("plant", board_key(PLANT), dev_account(MANAGER))
-    suite.registry(ADMIN).register_meter(
-        plant.name, plant.key.address, address, MeterKind.GENERATOR, MAX_POWER_W
-    )
-    suite.registry(ADMIN).assign_market(plant.name, suite.addresses["EnergyMarket"])
-    suite.market(GRID).set_baseline(plant.name, BASELINE, 0, 0)
-    suite.meters.append(plant)
-    register_pv(suite, plant, capacity_w=20_000)
-    # The manager leaves a reserve in the market for the locks of the plant's sales.
-    suite.credit(TREASURY).mint(dev_account(MANAGER).address, 10_000)
-    suite.market(MANAGER).deposit(plant.name, 10_000)
-    fund(suite, address, MANAGER).set_reserve(10_000)
-    for backer in (*BACKERS, OUTSIDER):
-        suite.credit(TREASURY).mint(dev_account(backer).address, CAP_SHARES * PRICE)
-    return Plant(suite, address)
 
 
 @pytest.fixture(scope="module")
