@@ -28,10 +28,13 @@ interface IDeliveredMarket {
 ///      `deliveryHash(interval)`. A market the registry does not know is refused, so a fake
 ///      market cannot vouch for energy.
 ///
-///      Certificate id = device index << 64 | interval: one id per meter and interval, so the
-///      same energy is never certified twice, whichever market settled it. Only meters the
-///      issuer registered as devices (with their origin) get certificates, and only for the
-///      energy they exported in the interval (never imported energy, never a gap's energy).
+///      Certificate id = device index << 64 | interval: one id per meter and interval. Each
+///      device has a bitmap of its certified intervals (one bit each, 256 per slot), and every
+///      market must use this contract's interval length, so the same energy is never certified
+///      twice, whichever market settled it. Only meters the issuer registered as devices (with
+///      their origin) get certificates, and only for the energy they exported in the interval
+///      (never imported energy, never a gap's energy). How much each certificate holds is in
+///      its IntervalCertified event and its ERC-1155 mint; retired Wh are burnt (`Retired`).
 ///
 ///      Energy sold on the local market travels with its certificates: at issuance, the part
 ///      of each seller's certified energy that it sold (min(exported, sold)) is shared among
@@ -95,13 +98,15 @@ contract EnergyCertificates is ERC1155, AccessControl {
 
     /// @notice The meter registry (owners, kinds, known markets).
     ICertificateRegistry public immutable registry;
+    /// @notice Length of a certificate's interval, the same as every certified market's.
+    uint256 public immutable intervalSeconds;
 
     /// @dev meterId → device index (1, 2, …; 0: not a device).
     mapping(bytes32 meterId => uint256) private _deviceIndex;
     /// @dev device index → device (index 0 unused).
     Device[] private _devices;
-    /// @dev certificate id → issuedWh (bits 0-63) | retiredWh (64-127); zero: never issued.
-    mapping(uint256 id => uint256) private _certificates;
+    /// @dev device index → bitmap of certified intervals (interval number / 256 → 256 bits).
+    mapping(uint256 index => mapping(uint256 word => uint256)) private _certified;
     /// @dev market → bitmap of intervals issued (interval number / 256 → 256 bits).
     mapping(address market => mapping(uint256 word => uint256)) private _issuedIntervals;
     /// @dev meterId → 1 if its owner asked for local purchases to be retired in its name.
@@ -156,16 +161,22 @@ contract EnergyCertificates is ERC1155, AccessControl {
     error DeviceAlreadyRegistered(bytes32 meterId, uint256 index);
     error InvalidOrigin(bytes32 meterId);
     error NotMeterOwner(bytes32 meterId, address caller);
-    error UnknownCertificate(uint256 id);
+    error UnknownDevice(uint256 index);
+    error IntervalLengthMismatch(address market, uint256 intervalSeconds, uint256 expected);
     error ZeroAmount();
     error InvalidClaim(uint256 id);
     error InvalidPeriod(uint64 periodStart, uint64 periodEnd);
 
     /// @param registry_ The meter registry whose markets may have their deliveries certified.
+    /// @param intervalSeconds_ The markets' interval length (900: 15-minute certificates).
     /// @param admin Holder of DEFAULT_ADMIN_ROLE.
     /// @param issuer First holder of ISSUER_ROLE.
-    constructor(ICertificateRegistry registry_, address admin, address issuer) ERC1155("") {
+    constructor(ICertificateRegistry registry_, uint256 intervalSeconds_, address admin, address issuer)
+        ERC1155("")
+    {
+        if (intervalSeconds_ == 0) revert IntervalLengthMismatch(address(0), 0, 1);
         registry = registry_;
+        intervalSeconds = intervalSeconds_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(ISSUER_ROLE, issuer);
         _devices.push();
@@ -238,7 +249,9 @@ contract EnergyCertificates is ERC1155, AccessControl {
         if (expected == bytes32(0)) revert NotDelivered(market, interval);
         bytes32 provided = keccak256(abi.encodePacked(settlements, positions));
         if (provided != expected) revert DeliveryMismatch(market, interval, expected, provided);
-        uint256 number = interval / IDeliveredMarket(market).intervalSeconds();
+        uint256 length = IDeliveredMarket(market).intervalSeconds();
+        if (length != intervalSeconds) revert IntervalLengthMismatch(market, length, intervalSeconds);
+        uint256 number = interval / length;
         uint256 bit = uint256(1) << (number & 0xff);
         uint256 bits = _issuedIntervals[market][number >> 8];
         if (bits & bit != 0) revert IntervalAlreadyIssued(market, interval);
@@ -282,11 +295,15 @@ contract EnergyCertificates is ERC1155, AccessControl {
     function _addSeller(Walk memory walk, bytes32 meterId, uint256 flows, uint256 traded) private {
         uint256 index = _deviceIndex[meterId];
         if (index == 0) return;
-        uint256 id = (index << 64) | walk.interval;
-        if (_certificates[id] != 0) {
+        uint256 number = walk.interval / intervalSeconds;
+        uint256 bit = uint256(1) << (number & 0xff);
+        uint256 bits = _certified[index][number >> 8];
+        if (bits & bit != 0) {
             emit AlreadyCertified(meterId, walk.interval, walk.market);
             return;
         }
+        _certified[index][number >> 8] = bits | bit;
+        uint256 id = (index << 64) | walk.interval;
         uint256 exportedWh = (flows >> 128) & _U64;
         uint256 soldWh = traded & _U64;
         uint256 localWh = soldWh < exportedWh ? soldWh : exportedWh;
@@ -332,8 +349,8 @@ contract EnergyCertificates is ERC1155, AccessControl {
         }
     }
 
-    /// @dev Records each certificate (issued and retired Wh) and mints what was not retired to
-    ///      the meter's owner, without an acceptance call.
+    /// @dev Packs each certificate (issued and retired Wh) for the event and mints what was not
+    ///      retired to the meter's owner, without an acceptance call.
     function _mint(Seller[] memory sellers) private returns (uint256 certifiedWh, bytes memory packed) {
         // Each record is written as a whole word: room for the last one's tail, trimmed below.
         packed = new bytes(sellers.length * _CERTIFICATE_BYTES + 4);
@@ -342,7 +359,6 @@ contract EnergyCertificates is ERC1155, AccessControl {
         for (uint256 s; s < sellers.length; ++s) {
             Seller memory seller = sellers[s];
             uint256 retiredWh = seller.localWh - seller.remainingWh;
-            _certificates[seller.id] = seller.certifiedWh | (retiredWh << 64);
             certifiedWh += seller.certifiedWh;
             uint256 word = (seller.id << 160) | (seller.certifiedWh << 96) | (retiredWh << 32);
             assembly ("memory-safe") {
@@ -427,15 +443,12 @@ contract EnergyCertificates is ERC1155, AccessControl {
         string calldata purpose
     ) private {
         if (wh == 0) revert ZeroAmount();
-        uint256 record = _certificates[id];
-        if (record == 0) revert UnknownCertificate(id);
         if (
             bytes(beneficiary).length == 0 || bytes(purpose).length == 0 || bytes(beneficiary).length > _MAX_TEXT_BYTES
                 || bytes(purpose).length > _MAX_TEXT_BYTES
         ) revert InvalidClaim(id);
         if (periodEnd <= periodStart) revert InvalidPeriod(periodStart, periodEnd);
         _burn(holder, id, wh); // reverts with ERC1155InsufficientBalance beyond what `holder` holds
-        _certificates[id] = record + (wh << 64); // retired <= issued < 2^64: no carry
         emit Retired(id, holder, wh, beneficiary, periodStart, periodEnd, purpose);
     }
 
@@ -447,16 +460,13 @@ contract EnergyCertificates is ERC1155, AccessControl {
         return index == 0 ? 0 : (index << 64) | interval;
     }
 
-    /// @notice A certificate: its meter, interval, Wh issued and retired so far (zero: never issued).
-    function certificate(uint256 id)
-        external
-        view
-        returns (bytes32 meterId, uint64 interval, uint64 issuedWh, uint64 retiredWh)
-    {
-        uint256 record = _certificates[id];
+    /// @notice A certificate's meter and interval, and whether it was issued.
+    function certificate(uint256 id) external view returns (bytes32 meterId, uint64 interval, bool issued) {
         uint256 index = id >> 64;
-        if (record == 0 || index >= _devices.length) return (bytes32(0), 0, 0, 0);
-        return (_devices[index].meterId, uint64(id), uint64(record), uint64(record >> 64));
+        if (index == 0 || index >= _devices.length) return (bytes32(0), uint64(id), false);
+        uint256 number = uint64(id) / intervalSeconds;
+        issued = _certified[index][number >> 8] & (uint256(1) << (number & 0xff)) != 0;
+        return (_devices[index].meterId, uint64(id), issued);
     }
 
     /// @notice A device's origin data by meter id.
@@ -468,7 +478,7 @@ contract EnergyCertificates is ERC1155, AccessControl {
 
     /// @notice A device's origin data by its index (id >> 64 of its certificates).
     function deviceAt(uint256 index) external view returns (Device memory) {
-        if (index == 0 || index >= _devices.length) revert UnknownCertificate(index << 64);
+        if (index == 0 || index >= _devices.length) revert UnknownDevice(index);
         return _devices[index];
     }
 
@@ -484,7 +494,7 @@ contract EnergyCertificates is ERC1155, AccessControl {
 
     /// @notice Whether an interval of `market` was certified.
     function intervalIssued(address market, uint64 interval) external view returns (bool) {
-        uint256 number = interval / IDeliveredMarket(market).intervalSeconds();
+        uint256 number = interval / intervalSeconds;
         return _issuedIntervals[market][number >> 8] & (uint256(1) << (number & 0xff)) != 0;
     }
 

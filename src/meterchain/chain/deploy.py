@@ -84,8 +84,9 @@ def deploy_suite(
     addresses = {"MeterRegistry": registry, "EnergyCredit": credit, "EnergyMarket": market}
     if ledger:
         addresses |= deploy_ledger(
-            sender, registry, credit, market, admin=admin_, issuer=issuer, biller=biller
-        )
+            sender, registry, credit, market, interval_s=interval_s, admin=admin_, issuer=issuer,
+            biller=biller,
+        )  # fmt: skip
     return addresses
 
 
@@ -132,17 +133,18 @@ def deploy_ledger(
     credit: str,
     market: str,
     *,
+    interval_s: int = DEFAULT_INTERVAL_S,
     admin: str | None = None,
     issuer: str | None = None,
     biller: str | None = None,
 ) -> dict[str, str]:
-    """Deploy EnergyCertificates (one per registry) and Billing (one per market); roles default
-    to the sender's account."""
+    """Deploy EnergyCertificates (one per registry; every market it certifies has intervals of
+    `interval_s`) and Billing (one per market); roles default to the sender's account."""
     me = sender.address
     certificates_art = load_artifact("EnergyCertificates")
     billing_art = load_artifact("Billing")
     certificates, _ = sender.deploy(
-        certificates_art.abi, certificates_art.bytecode, to_checksum_address(registry),
+        certificates_art.abi, certificates_art.bytecode, to_checksum_address(registry), interval_s,
         to_checksum_address(admin or me), to_checksum_address(issuer or me),
     )  # fmt: skip
     billing, _ = sender.deploy(

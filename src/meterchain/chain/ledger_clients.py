@@ -209,10 +209,15 @@ class EnergyCertificatesClient(_ContractClient):
         """The id of a meter's certificate for an interval (0 if the meter is no device)."""
         return int(self._call("certificateId", _meter_bytes(meter_id), interval))
 
-    def certificate(self, certificate: int) -> tuple[bytes, int, int, int]:
-        """(meter id, interval, issued Wh, retired Wh); zeros if never issued."""
-        meter_id, interval, issued, retired = self._call("certificate", certificate)
-        return bytes(meter_id), int(interval), int(issued), int(retired)
+    def certificate(self, certificate: int) -> tuple[bytes, int, bool]:
+        """(meter id, interval, issued): whose interval the id names and whether it was issued
+        (how much: its IntervalCertified event and its mint)."""
+        meter_id, interval, issued = self._call("certificate", certificate)
+        return bytes(meter_id), int(interval), bool(issued)
+
+    @cached_property
+    def interval_seconds(self) -> int:
+        return int(self._call("intervalSeconds"))
 
     def certified_intervals(
         self, *, from_block: int = 0, to_block: int | str = "latest"

@@ -26,6 +26,8 @@ class HouseholdInterval:
     load_wh: float  # ground truth from the simulation's physical model
     pv_wh: float
     battery_soc_fraction: float | None
+    certified_wh: int = 0  # certificates issued for the meter's export in the interval
+    retired_for_wh: int = 0  # certificates of the interval retired in the household's name
 
 
 @dataclass
@@ -37,6 +39,8 @@ class HouseholdResult:
     intervals: list[HouseholdInterval] = field(default_factory=list)
     chain_balance_before_units: int = 0
     chain_balance_after_units: int = 0
+    fund_shares: int = 0  # shares of the community fund held at the end
+    fund_revenue_units: int = 0  # fund revenue claimed, smallest units
 
     @property
     def chain_balance_change_units(self) -> int:
@@ -54,6 +58,19 @@ class IntervalMarket:
     orders: int
     gas_batch: int
     gas_delivery: int
+    gas_certificates: int = 0  # issuing the interval's certificates
+
+
+@dataclass(frozen=True)
+class FundOutcome:
+    """The community plant's campaign and revenue (smallest units)."""
+
+    plant_meter_id: str
+    address: str
+    shares: int
+    raised_units: int
+    distributed_units: int
+    claimed_units: int
 
 
 @dataclass
@@ -71,6 +88,7 @@ class SimulationResult:
     chain_id: int = 0
     contracts: dict[str, str] = field(default_factory=dict)
     grid_balance_change_units: int = 0
+    fund: FundOutcome | None = None
 
     @property
     def gas_used(self) -> int:
