@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, device, market, meter, simulate
+from meterchain.commands import agents, chain, device, ledger, market, meter, simulate
 
 app = typer.Typer(
     name="meterchain",
@@ -20,6 +20,9 @@ app.add_typer(agents.agent_app, name="agent")
 app.add_typer(agents.grid_app, name="grid")
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(simulate.demo)
+app.add_typer(ledger.certificates_app, name="certificates")
+app.add_typer(ledger.fund_app, name="fund")
+app.command(name="statement")(ledger.statement)
 
 
 if __name__ == "__main__":
