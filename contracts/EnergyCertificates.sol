@@ -33,7 +33,8 @@ interface IDeliveredMarket {
 ///      market must use this contract's interval length, so the same energy is never certified
 ///      twice, whichever market settled it. Only meters the issuer registered as devices (with
 ///      their origin) get certificates, and only for the energy they exported in the interval
-///      (never imported energy, never a gap's energy). How much each certificate holds is in
+///      (never imported energy, never a gap's energy), up to what the device's rated capacity
+///      generates in an interval. How much each certificate holds is in
 ///      its IntervalCertified event and its ERC-1155 mint; retired Wh are burnt (`Retired`).
 ///
 ///      Energy sold on the local market travels with its certificates: at issuance, the part
@@ -304,10 +305,14 @@ contract EnergyCertificates is ERC1155, AccessControl {
         }
         _certified[index][number >> 8] = bits | bit;
         uint256 id = (index << 64) | walk.interval;
-        uint256 exportedWh = (flows >> 128) & _U64;
+        // No more than the device's rated capacity can generate in the interval: a site's
+        // battery or a glitching register cannot be certified as generation beyond it.
+        uint256 certifiedWh = (flows >> 128) & _U64;
+        uint256 maxWh = (uint256(_devices[index].capacityW) * intervalSeconds + 3599) / 3600;
+        if (certifiedWh > maxWh) certifiedWh = maxWh;
         uint256 soldWh = traded & _U64;
-        uint256 localWh = soldWh < exportedWh ? soldWh : exportedWh;
-        walk.sellers[walk.sellerCount++] = Seller(id, registry.ownerOf(meterId), exportedWh, localWh, localWh);
+        uint256 localWh = soldWh < certifiedWh ? soldWh : certifiedWh;
+        walk.sellers[walk.sellerCount++] = Seller(id, registry.ownerOf(meterId), certifiedWh, localWh, localWh);
     }
 
     /// @dev Shares the sellers' locally sold certified energy among the buyers pro rata of

@@ -63,8 +63,8 @@ def fund(suite: Suite, address: str, account: int | Any = ADMIN) -> CommunityFun
     return CommunityFundClient(suite.sender(account), address)
 
 
-def register_pv(suite: Suite, meter: Meter, capacity_w: int = 5_000) -> None:
-    """Register a meter as a rooftop PV device (the issuer is the admin)."""
+def register_pv(suite: Suite, meter: Meter, capacity_w: int = 20_000) -> None:
+    """Register a meter as a PV device (the issuer is the admin); 20 kW: 5 kWh per interval."""
     certificates(suite).register_device(
         meter.name,
         capacity_w=capacity_w,

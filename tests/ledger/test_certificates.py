@@ -90,7 +90,7 @@ def test_exported_energy_is_certified_to_the_owner_with_its_origin(suite: Suite)
     assert client.certificate(certificate) == (suite.meters[ALICE].id, INTERVAL, True)
     origin = client.device_at(certificate >> 64)
     assert origin.meter_id == suite.meters[ALICE].id
-    assert (origin.capacity_w, origin.commissioned_at) == (5_000, COMMISSIONED)
+    assert (origin.capacity_w, origin.commissioned_at) == (20_000, COMMISSIONED)
     assert origin.technology == "Solar;Photovoltaic;Roof mounted"
     assert origin.location == FORTALEZA
 
@@ -113,6 +113,18 @@ def test_a_meter_that_is_no_registered_device_gets_no_certificate(suite: Suite) 
     assert certificates(suite).certificate_id(suite.meters[DAVE].name, INTERVAL) == 0
     (event,) = certificates(suite).events_in(receipt, "IntervalCertified")
     assert event["args"]["certifiedWh"] == 0
+
+
+def test_export_beyond_what_the_device_can_generate_is_not_certified(suite: Suite) -> None:
+    """Bob's panels are rated 8 kW: at most 2,000 Wh in 15 minutes. His meter exports 3,000 Wh
+    (a battery behind it, or a glitch): only 2,000 Wh are certified."""
+    settle(suite, [], {BOB: (0, 3_000)})
+    receipt = issue(suite)
+    client = certificates(suite)
+    (event,) = client.events_in(receipt, "IntervalCertified")
+    (issued,) = decode_certificates(bytes(event["args"]["certificates"]))
+    assert (issued.id, issued.certified_wh) == (cert_id(suite, BOB), 2_000)
+    assert client.balance_of(owner_address(suite, BOB), cert_id(suite, BOB)) == 2_000
 
 
 def test_issuing_an_interval_twice_reverts(suite: Suite) -> None:

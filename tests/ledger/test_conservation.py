@@ -40,6 +40,7 @@ from meterchain.chain.node import dev_account
 ALICE, BOB, CAROL, DAVE = 0, 1, 2, 3
 SELLERS = (ALICE, BOB, DAVE)  # dave is a prosumer but no registered device
 BUYERS = (CAROL, DAVE, BOB)
+CAPACITY_WH = {ALICE: 5_000, BOB: 2_000}  # rated power × 15 minutes
 PROPERTY = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -61,7 +62,7 @@ def market_suite(w3: Web3) -> Suite:
         kinds=[MeterKind.PROSUMER, MeterKind.PROSUMER, MeterKind.CONSUMER, MeterKind.PROSUMER],
     )
     register_pv(suite, suite.meters[ALICE])
-    register_pv(suite, suite.meters[BOB])
+    register_pv(suite, suite.meters[BOB], capacity_w=8_000)
     return suite
 
 
@@ -121,7 +122,7 @@ def test_certificates_never_exceed_the_energy_exported_sold_or_bought(
             retired_wh = record.retired_wh if record else 0
             assert issued_wh <= exported
             if index in (ALICE, BOB) and exported:
-                assert issued_wh == exported
+                assert issued_wh == min(exported, CAPACITY_WH[index])
                 assert client.certificate(certificate) == (meter.id, INTERVAL, True)
             else:
                 assert issued_wh == 0

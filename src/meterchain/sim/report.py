@@ -580,6 +580,26 @@ def _facts_html(summary: dict[str, Any], zone: ZoneInfo) -> str:
         ("wall time", f"{summary['wall_time_s']:.1f} s"),
         ("times", f"plots in local time ({html.escape(zone.key)}); JSON in UTC"),
     ]
+    community = summary["community"]
+    facts.append(
+        (
+            "certificates",
+            f"{_kwh(community['certificates_issued_wh'])} kWh certified, "
+            f"{_kwh(community['certificates_retired_wh'])} kWh retired for local buyers; "
+            f"24/7 matched {_fraction(community['hourly_matched_fraction'])} "
+            f"({summary['gas_certificates']:,} gas)",
+        )
+    )
+    fund = summary.get("fund")
+    if fund:
+        facts.append(
+            (
+                "community plant",
+                f"meter {html.escape(fund['plant_meter_id'])}: {fund['shares']} shares, "
+                f"{_money(fund['raised'])} raised, {_money(fund['revenue_distributed'])} revenue "
+                f"distributed, {_money(fund['revenue_claimed'])} claimed",
+            )
+        )
     facts += [
         (f"contract {html.escape(name)}", f"<code>{html.escape(address)}</code>")
         for name, address in summary["contracts"].items()
@@ -706,6 +726,12 @@ def print_summary(
         "community", f"{community['households']} households", *cells(community), style="bold"
     )
     console.print(table)
+    console.print(
+        f"certificates: {_kwh(community['certificates_issued_wh'])} kWh certified, "
+        f"{_kwh(community['certificates_retired_wh'])} kWh retired for local buyers, 24/7 "
+        f"matched {_fraction(community['hourly_matched_fraction'])}; fund revenue claimed "
+        f"{_money(community['fund_revenue'])}"
+    )
     gas = f"gas used {summary['gas_used']:,} ({summary['gas_per_interval']:,} per interval)"
     if summary["chain_agrees"]:
         console.print(f"{gas}; [green]chain balances agree with the settlements[/]")
