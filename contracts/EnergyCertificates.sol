@@ -102,7 +102,8 @@ contract EnergyCertificates is ERC1155, AccessControl {
     /// @notice Length of a certificate's interval, the same as every certified market's.
     uint256 public immutable intervalSeconds;
 
-    /// @dev meterId → device index (1, 2, …; 0: not a device).
+    /// @dev meterId → device index (1, 2, …; 0: not a device) in the low 64 bits, and the most
+    ///      Wh its rated capacity generates in an interval above them (one SLOAD per seller).
     mapping(bytes32 meterId => uint256) private _deviceIndex;
     /// @dev device index → device (index 0 unused).
     Device[] private _devices;
@@ -195,7 +196,7 @@ contract EnergyCertificates is ERC1155, AccessControl {
         if (address(uint160(record)) == address(0)) revert UnknownMeter(meterId);
         uint256 kind = (record >> 160) & 0xff;
         if (kind != _KIND_PROSUMER && kind != _KIND_GENERATOR) revert DeviceCannotGenerate(meterId, kind);
-        uint256 existing = _deviceIndex[meterId];
+        uint256 existing = _deviceIndex[meterId] & _U64;
         if (existing != 0) revert DeviceAlreadyRegistered(meterId, existing);
         if (
             origin.capacityW == 0 || bytes(origin.technology).length == 0
@@ -204,7 +205,7 @@ contract EnergyCertificates is ERC1155, AccessControl {
         ) revert InvalidOrigin(meterId);
         uint256 index = _devices.length;
         _devices.push(origin);
-        _deviceIndex[meterId] = index;
+        _deviceIndex[meterId] = index | (((uint256(origin.capacityW) * intervalSeconds + 3599) / 3600) << 64);
         emit DeviceRegistered(
             meterId, index, origin.capacityW, origin.commissionedAt, origin.site, origin.technology, origin.location
         );
@@ -294,25 +295,34 @@ contract EnergyCertificates is ERC1155, AccessControl {
     /// @dev Adds the exporting meter as a seller if it is a device whose interval is not
     ///      certified yet.
     function _addSeller(Walk memory walk, bytes32 meterId, uint256 flows, uint256 traded) private {
-        uint256 index = _deviceIndex[meterId];
+        uint256 record = _deviceIndex[meterId];
+        uint256 index = record & _U64;
         if (index == 0) return;
-        uint256 number = walk.interval / intervalSeconds;
-        uint256 bit = uint256(1) << (number & 0xff);
-        uint256 bits = _certified[index][number >> 8];
-        if (bits & bit != 0) {
+        if (!_markCertified(index, walk.interval)) {
             emit AlreadyCertified(meterId, walk.interval, walk.market);
             return;
         }
-        _certified[index][number >> 8] = bits | bit;
-        uint256 id = (index << 64) | walk.interval;
+        Seller memory seller = walk.sellers[walk.sellerCount++];
+        seller.id = (index << 64) | walk.interval;
+        seller.owner = registry.ownerOf(meterId);
         // No more than the device's rated capacity can generate in the interval: a site's
         // battery or a glitching register cannot be certified as generation beyond it.
         uint256 certifiedWh = (flows >> 128) & _U64;
-        uint256 maxWh = (uint256(_devices[index].capacityW) * intervalSeconds + 3599) / 3600;
-        if (certifiedWh > maxWh) certifiedWh = maxWh;
+        if (certifiedWh > record >> 64) certifiedWh = record >> 64;
         uint256 soldWh = traded & _U64;
-        uint256 localWh = soldWh < certifiedWh ? soldWh : certifiedWh;
-        walk.sellers[walk.sellerCount++] = Seller(id, registry.ownerOf(meterId), certifiedWh, localWh, localWh);
+        seller.certifiedWh = certifiedWh;
+        seller.localWh = soldWh < certifiedWh ? soldWh : certifiedWh;
+        seller.remainingWh = seller.localWh;
+    }
+
+    /// @dev Sets the device's bit of `interval`; false if it was set already.
+    function _markCertified(uint256 index, uint64 interval) private returns (bool) {
+        uint256 number = interval / intervalSeconds;
+        uint256 bit = uint256(1) << (number & 0xff);
+        uint256 bits = _certified[index][number >> 8];
+        if (bits & bit != 0) return false;
+        _certified[index][number >> 8] = bits | bit;
+        return true;
     }
 
     /// @dev Shares the sellers' locally sold certified energy among the buyers pro rata of
@@ -461,7 +471,7 @@ contract EnergyCertificates is ERC1155, AccessControl {
 
     /// @notice The certificate id of a meter's interval (0 if the meter is not a device).
     function certificateId(bytes32 meterId, uint64 interval) external view returns (uint256) {
-        uint256 index = _deviceIndex[meterId];
+        uint256 index = _deviceIndex[meterId] & _U64;
         return index == 0 ? 0 : (index << 64) | interval;
     }
 
@@ -476,7 +486,7 @@ contract EnergyCertificates is ERC1155, AccessControl {
 
     /// @notice A device's origin data by meter id.
     function device(bytes32 meterId) external view returns (Device memory) {
-        uint256 index = _deviceIndex[meterId];
+        uint256 index = _deviceIndex[meterId] & _U64;
         if (index == 0) revert UnknownMeter(meterId);
         return _devices[index];
     }
