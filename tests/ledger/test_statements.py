@@ -23,7 +23,7 @@ from contract_suite import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_suite import Sale, billing, certificates, now, register_pv, settle
+from ledger_suite import Sale, billing, certificates, later, now, register_pv, settle
 from web3 import Web3
 
 from meterchain.chain.client import MeterKind
@@ -32,6 +32,7 @@ from meterchain.ledger.period import Month
 from meterchain.ledger.statement_html import render_statement_html
 from meterchain.ledger.statements import (
     build_statement,
+    pay_from_meter_balance,
     read_statement_inputs,
     record_statement,
     statement_hash,
@@ -207,3 +208,26 @@ def test_the_hash_covers_every_figure(deployed: Suite, chain_snapshot: str) -> N
     changed = {**document, "energy": {**document["energy"], "imported_wh": 1}}
     assert statement_hash(changed) != statement_hash(document)
     assert MAX_POWER_W  # the suite's meters carry 5 kWh per interval at most
+
+
+def test_the_owner_pays_what_is_owed_from_the_meters_balance_in_two_steps(
+    deployed: Suite, chain_snapshot: str
+) -> None:
+    """Erin tops her meter up after a shortfall, then pays the statement from its balance:
+    the market's withdrawal delay separates asking from paying."""
+    suite = deployed
+    erin = suite.meters[ERIN]
+    settle(suite, [], {ERIN: (5_000, 0)})
+    record_statement(billing(suite, ADMIN), statement(suite, ERIN), MONTH)
+    suite.credit(TREASURY).mint(erin.owner.address, 1_000)
+    suite.market(erin.owner).deposit(erin.name, 1_000)
+    market, bill = suite.market(erin.owner), billing(suite, erin.owner)
+    first = pay_from_meter_balance(market, bill, erin.name, MONTH, erin.owner)
+    assert (first.paid_units, first.requested_units) == (0, 300)
+    again = pay_from_meter_balance(market, bill, erin.name, MONTH, erin.owner)
+    assert again.paid_units == 0  # still waiting for the delay
+    later(suite, market.withdrawal_delay)
+    done = pay_from_meter_balance(market, bill, erin.name, MONTH, erin.owner)
+    assert done.paid_units == 300
+    assert market.balance_of(erin.name) == 700
+    assert statement(suite, ERIN)["payment"]["outstanding_units"] == 0

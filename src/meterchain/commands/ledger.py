@@ -433,6 +433,14 @@ def statement(
         bool,
         typer.Option("--pay", help="Pay what it says is owed, with a permit from your wallet."),
     ] = False,
+    from_balance: Annotated[
+        bool,
+        typer.Option(
+            "--from-balance",
+            help="With --pay: take it from the meter's market balance (the owner's key; asks "
+            "the market first, then pays when run again after the withdrawal delay).",
+        ),
+    ] = False,
     timezone: TimezoneOption = DEFAULT_TIMEZONE,
     deployment: DeploymentOption = DEFAULT_DEPLOYMENT,
     rpc: RpcOption = None,
@@ -442,10 +450,12 @@ def statement(
 ) -> None:
     """A meter's monthly statement: energy, local trades, certificates, fund revenue, what was
     paid and what is owed (JSON, or a printable HTML page in pt-BR or English)."""
+    from meterchain.ledger.certificates import iso
     from meterchain.ledger.period import Month
     from meterchain.ledger.statement_html import render_statement_html
     from meterchain.ledger.statements import (
         build_statement,
+        pay_from_meter_balance,
         read_statement_inputs,
         record_statement,
     )
@@ -481,8 +491,17 @@ def statement(
         outstanding = int(payment["outstanding_units"])
         if outstanding <= 0:
             raise ChainError(f"nothing is owed on the statement of {meter} for {month.label}")
-        deadline = int(chain.w3.eth.get_block("latest")["timestamp"]) + 3600
-        billing.pay_with_permit(meter, month.number, outstanding, chain.account, deadline)
+        if from_balance:
+            step = pay_from_meter_balance(chain.market(), billing, meter, month, chain.account)
+            if step.requested_units:
+                stderr.print(
+                    f"asked the market for {step.requested_units} units of meter {meter}'s "
+                    f"balance; run this again after {iso(step.available_at)} to pay",
+                    soft_wrap=True,
+                )
+        else:
+            deadline = int(chain.w3.eth.get_block("latest")["timestamp"]) + 3600
+            billing.pay_with_permit(meter, month.number, outstanding, chain.account, deadline)
         document = build()
     if html is not None:
         try:

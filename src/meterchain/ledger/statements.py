@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 from web3.types import TxReceipt
 
@@ -455,3 +456,42 @@ def record_statement(
     digest = bytes.fromhex(str(statement["statement_hash"])[2:])
     owed = int(statement["totals"]["owed_units"])
     return billing.record(str(statement["meter_id"]), month.number, digest, owed)
+
+
+@dataclass(frozen=True)
+class BalancePayment:
+    """Where paying a statement from the meter's market balance stands."""
+
+    paid_units: int = 0  # paid now
+    requested_units: int = 0  # asked from the market's balance, payable from `available_at`
+    available_at: int = 0
+
+
+def pay_from_meter_balance(
+    market: EnergyMarketClient,
+    billing: BillingClient,
+    meter_id: str,
+    month: Month,
+    owner: LocalAccount,
+) -> BalancePayment:
+    """Pay what a statement says is owed from the meter's market balance, in the market's two
+    steps (the owner's key; run it again after the withdrawal delay):
+
+    1. no withdrawal of the amount pending: ask the market for it (`requestWithdrawal`);
+    2. once it is due: withdraw it to the owner's wallet and pay the statement with a permit.
+    """
+    _, owed, paid = billing.statement(meter_id, month.number)
+    outstanding = owed - paid
+    if outstanding <= 0:
+        return BalancePayment()
+    amount, available_at = market.pending_withdrawal(meter_id)
+    now = int(market.w3.eth.get_block("latest")["timestamp"])
+    if amount < outstanding:
+        market.request_withdrawal(meter_id, outstanding)
+        _, available_at = market.pending_withdrawal(meter_id)
+        return BalancePayment(requested_units=outstanding, available_at=available_at)
+    if now < available_at:
+        return BalancePayment(requested_units=amount, available_at=available_at)
+    market.withdraw(meter_id, owner.address)
+    billing.pay_with_permit(meter_id, month.number, outstanding, owner, now + 3600)
+    return BalancePayment(paid_units=outstanding)
