@@ -3,7 +3,8 @@ an interval in one call, for the ledger tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from meterchain.chain.ledger_clients import (
 from meterchain.chain.node import dev_account
 from meterchain.chain.signing import OrderSide, SignedReading, meter_id_to_bytes32
 
+ALICE, BOB, CAROL, DAVE = 0, 1, 2, 3
 FORTALEZA = "-3.7319,-38.5267 Fortaleza CE BR"
 COMMISSIONED = 1_767_225_600  # 2026-01-01
 
@@ -107,6 +109,28 @@ def settle(
         for index, (imported, exported) in flows.items()
     ]
     return market.settle_delivery(interval, readings)
+
+
+@contextmanager
+def snapshot(w3: Web3) -> Iterator[None]:
+    """Revert what the block does (a snapshot per hypothesis example)."""
+    snapshot_id = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        w3.provider.make_request("evm_revert", [snapshot_id])  # type: ignore[arg-type]
+
+
+def deploy_street(w3: Web3) -> Suite:
+    """alice and bob: PV prosumers registered as devices (20 kW and 8 kW: 5,000 and 2,000 Wh
+    per interval at most); carol: a consumer; dave: a prosumer that is not a device."""
+    suite = deploy_test_suite(
+        w3,
+        kinds=[MeterKind.PROSUMER, MeterKind.PROSUMER, MeterKind.CONSUMER, MeterKind.PROSUMER],
+    )
+    register_pv(suite, suite.meters[ALICE])
+    register_pv(suite, suite.meters[BOB], capacity_w=8_000)
+    return suite
 
 
 def reverts(action: Callable[[], Any], error_name: str) -> TransactionReverted:

@@ -20,13 +20,17 @@ from contract_suite import (
     TREASURY,
     Suite,
     board_key,
-    deploy_test_suite,
 )
 from ledger_suite import (
+    ALICE,
+    BOB,
+    CAROL,
     COMMISSIONED,
+    DAVE,
     FORTALEZA,
     Sale,
     certificates,
+    deploy_street,
     owner_address,
     register_pv,
     reverts,
@@ -46,20 +50,10 @@ from meterchain.chain.ledger_clients import (
 from meterchain.chain.node import dev_account
 from meterchain.chain.signing import MarketDomain, ReadingMessage, SignedReading, sign_reading
 
-ALICE, BOB, CAROL, DAVE = 0, 1, 2, 3
-
 
 @pytest.fixture(scope="module")
 def deployed(w3: Web3) -> Suite:
-    # alice, bob: PV prosumers registered as devices; carol: a consumer; dave: a prosumer
-    # that is not a registered device.
-    suite = deploy_test_suite(
-        w3,
-        kinds=[MeterKind.PROSUMER, MeterKind.PROSUMER, MeterKind.CONSUMER, MeterKind.PROSUMER],
-    )
-    register_pv(suite, suite.meters[ALICE])
-    register_pv(suite, suite.meters[BOB], capacity_w=8_000)
-    return suite
+    return deploy_street(w3)
 
 
 @pytest.fixture

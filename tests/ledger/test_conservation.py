@@ -12,32 +12,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 
 import pytest
-from contract_suite import INTERVAL, OUTSIDER, TREASURY, Suite, deploy_test_suite
+from contract_suite import INTERVAL, OUTSIDER, TREASURY, Suite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_suite import (
+    ALICE,
     BACKERS,
+    BOB,
+    CAROL,
+    DAVE,
     DAY,
     Plant,
     Sale,
     certificates,
     deploy_plant,
+    deploy_street,
     later,
-    register_pv,
     settle,
+    snapshot,
 )
 from web3 import Web3
 
-from meterchain.chain.client import MeterKind
 from meterchain.chain.ledger_clients import decode_auto_retirements, decode_certificates
 from meterchain.chain.node import dev_account
 
-ALICE, BOB, CAROL, DAVE = 0, 1, 2, 3
 SELLERS = (ALICE, BOB, DAVE)  # dave is a prosumer but no registered device
 BUYERS = (CAROL, DAVE, BOB)
 CAPACITY_WH = {ALICE: 5_000, BOB: 2_000}  # rated power × 15 minutes
@@ -46,24 +47,9 @@ PROPERTY = settings(
 )
 
 
-@contextmanager
-def snapshot(w3: Web3) -> Iterator[None]:
-    snapshot_id = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        w3.provider.make_request("evm_revert", [snapshot_id])  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def market_suite(w3: Web3) -> Suite:
-    suite = deploy_test_suite(
-        w3,
-        kinds=[MeterKind.PROSUMER, MeterKind.PROSUMER, MeterKind.CONSUMER, MeterKind.PROSUMER],
-    )
-    register_pv(suite, suite.meters[ALICE])
-    register_pv(suite, suite.meters[BOB], capacity_w=8_000)
-    return suite
+    return deploy_street(w3)
 
 
 @st.composite

@@ -4,9 +4,6 @@ English."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 from contract_suite import (
     ADMIN,
@@ -23,7 +20,16 @@ from contract_suite import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_suite import Sale, billing, certificates, later, now, register_pv, settle
+from ledger_suite import (
+    Sale,
+    billing,
+    certificates,
+    later,
+    now,
+    register_pv,
+    settle,
+    snapshot,
+)
 from web3 import Web3
 
 from meterchain.chain.client import MeterKind
@@ -56,15 +62,6 @@ def deployed(w3: Web3) -> Suite:
     suite.market(erin.owner).deposit(erin.name, SMALL_DEPOSIT)
     register_pv(suite, suite.meters[ALICE])
     return suite
-
-
-@contextmanager
-def snapshot(w3: Web3) -> Iterator[None]:
-    snapshot_id = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        w3.provider.make_request("evm_revert", [snapshot_id])  # type: ignore[arg-type]
 
 
 def statement(suite: Suite, meter: int) -> dict:  # type: ignore[type-arg]
