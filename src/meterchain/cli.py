@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, device, market, meter, prepaid, simulate, web
+from meterchain.commands import agents, chain, device, ledger, market, meter, prepaid, simulate, web
 
 app = typer.Typer(
     name="meterchain",
@@ -22,6 +22,9 @@ app.add_typer(prepaid.app, name="prepaid")
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(simulate.demo)
 app.add_typer(web.app, name="web")
+app.add_typer(ledger.certificates_app, name="certificates")
+app.add_typer(ledger.fund_app, name="fund")
+app.command(name="statement")(ledger.statement)
 
 
 if __name__ == "__main__":

@@ -449,6 +449,47 @@ class HouseholdGroup(Strict):
         ]
 
 
+class CertificatesConfig(Strict):
+    """Renewable-energy certificates in a simulation: every PV meter is a registered device,
+    and (with `auto_retire`) every household has its local purchases' certificates retired in
+    its name at issuance."""
+
+    enabled: bool = True
+    auto_retire: bool = True
+    technology: str = Field(default="Solar;Photovoltaic;Roof mounted", min_length=1)
+
+
+class FundConfig(Strict):
+    """A community plant funded by some households: `plant_meter_id` is one of the scenario's
+    households (its PV is the plant; it is registered as a generator owned by the fund), and
+    each backer buys its number of shares at `price_per_share` (currency units). The goal and
+    the cap default to every share the backers buy, so the campaign succeeds at once."""
+
+    plant_meter_id: str = Field(pattern=r"^[0-9]{8}$")
+    price_per_share: float = Field(default=100.0, gt=0)
+    backers: dict[str, int] = Field(min_length=1, description="meter id → shares")
+    goal_shares: int | None = Field(default=None, gt=0)
+    cap_shares: int | None = Field(default=None, gt=0)
+    name: str = "community solar shares"
+    symbol: str = "SUN"
+
+    @model_validator(mode="after")
+    def _shares(self) -> FundConfig:
+        for meter_id, shares in self.backers.items():
+            if shares <= 0:
+                raise ValueError(f"backer {meter_id} buys {shares} shares; give a positive number")
+        total = sum(self.backers.values())
+        cap = self.cap_shares or total
+        goal = self.goal_shares or min(total, cap)
+        if goal > cap:
+            raise ValueError(f"goal_shares {goal} is above cap_shares {cap}")
+        if total > cap:
+            raise ValueError(f"the backers buy {total} shares, more than cap_shares {cap}")
+        if self.plant_meter_id in self.backers:
+            raise ValueError(f"the plant {self.plant_meter_id} cannot back itself")
+        return self
+
+
 class Scenario(Strict):
     """A community to simulate: households, tariffs, place and time."""
 
@@ -469,6 +510,8 @@ class Scenario(Strict):
     prepaid: PrepaidConfig = PrepaidConfig()
     households: list[Household] = Field(default_factory=list)
     groups: list[HouseholdGroup] = Field(default_factory=list)
+    certificates: CertificatesConfig = CertificatesConfig()
+    fund: FundConfig | None = None
 
     @model_validator(mode="after")
     def _unique_meters(self) -> Scenario:
@@ -480,6 +523,10 @@ class Scenario(Strict):
             raise ValueError("a scenario needs at least one household")
         if self.start.tzinfo is None:
             raise ValueError("start needs a time zone, e.g. 2026-11-24T03:00:00Z")
+        if self.fund is not None:
+            unknown = sorted({self.fund.plant_meter_id, *self.fund.backers} - set(ids))
+            if unknown:
+                raise ValueError(f"fund names meters that are not households: {', '.join(unknown)}")
         return self
 
     def all_households(self) -> list[Household]:

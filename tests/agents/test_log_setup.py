@@ -81,3 +81,32 @@ def test_the_run_commands_refuse_an_unknown_log_format_in_one_line() -> None:
     assert result.exit_code != 0
     assert "unknown log format 'xml'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_error_asyncio_cannot_hand_to_anyone_is_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A socket closed under the MQTT client while the broker goes away: asyncio logs it
+    with a trace by default; a running process logs one line, the trace only at debug."""
+    import asyncio
+
+    from meterchain.commands.agents import _loop_exception
+
+    caplog.set_level(logging.INFO)
+    loop = asyncio.new_event_loop()
+    try:
+        _loop_exception(
+            loop,
+            {
+                "message": "Exception in callback BaseSelectorEventLoop.add_writer(14)\nhandle: …",
+                "exception": OSError(9, "Bad file descriptor"),
+            },
+        )
+    finally:
+        loop.close()
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == (
+        "Exception in callback BaseSelectorEventLoop.add_writer(14): "
+        "OSError: [Errno 9] Bad file descriptor"
+    )

@@ -22,7 +22,7 @@ from meterchain.chain.sender import TransactionSender
 from meterchain.cli import app
 
 MAIN = Path(sys.executable).parent / "meterchain"
-SUITE = {"MeterRegistry", "EnergyCredit", "EnergyMarket"}
+SUITE = {"MeterRegistry", "EnergyCredit", "EnergyMarket", "EnergyCertificates", "Billing"}
 VOLTA_CHAIN_ID = 73799
 runner = CliRunner()
 

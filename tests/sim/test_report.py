@@ -155,6 +155,11 @@ def test_seller_sums_its_flows_and_pays_minus_its_settlements(summary: dict[str,
         "pv_wh": 2000.0,
         "pv_kwp": 4.0,
         "battery_kwh": 0.0,
+        "certificates_issued_wh": 0,
+        "certificates_retired_wh": 0,
+        "hourly_matched_fraction": 0.0,
+        "fund_shares": 0,
+        "fund_revenue": 0.0,
     }
 
 
@@ -178,6 +183,11 @@ def test_consumer_buys_locally_and_saves_against_the_grid_tariffs(
         "pv_wh": 0.0,
         "pv_kwp": 0.0,
         "battery_kwh": 0.0,
+        "certificates_issued_wh": 0,
+        "certificates_retired_wh": 0,
+        "hourly_matched_fraction": 0.0,
+        "fund_shares": 0,
+        "fund_revenue": 0.0,
     }
 
 
@@ -208,6 +218,11 @@ def test_community_is_the_sum_of_its_households(summary: dict[str, Any]) -> None
         "pv_wh": 2800.0,
         "pv_kwp": 7.0,
         "battery_kwh": 5.0,
+        "certificates_issued_wh": 0,
+        "certificates_retired_wh": 0,
+        "hourly_matched_fraction": 0.0,
+        "fund_shares": 0,
+        "fund_revenue": 0.0,
     }
 
 

@@ -15,7 +15,15 @@ from typing import Any
 from meterchain.chain.errors import ChainError
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-CONTRACT_NAMES = ("MeterRegistry", "EnergyCredit", "EnergyMarket", "PrepaidMeter")
+CONTRACT_NAMES = (
+    "MeterRegistry",
+    "EnergyCredit",
+    "EnergyMarket",
+    "PrepaidMeter",
+    "EnergyCertificates",
+    "CommunityFund",
+    "Billing",
+)
 
 
 class ArtifactError(ChainError):

@@ -51,12 +51,16 @@ def deploy_suite(
     interval_s: int = DEFAULT_INTERVAL_S,
     withdrawal_delay_s: int = DEFAULT_WITHDRAWAL_DELAY_S,
     refund_delay_s: int = DEFAULT_REFUND_DELAY_S,
+    ledger: bool = True,
+    issuer: str | None = None,
+    biller: str | None = None,
 ) -> dict[str, str]:
-    """Deploy MeterRegistry, EnergyCredit and EnergyMarket; return contract name → address.
+    """Deploy MeterRegistry, EnergyCredit and EnergyMarket (and, with `ledger`, the
+    EnergyCertificates and Billing built on them); return contract name → address.
 
     Prices are in currency units per kWh (converted to smallest units per kWh, half up).
     Every role defaults to the sender's account: in production pass the market agent as
-    `operator`, the utility as `grid`, and so on.
+    `operator`, the utility as `grid` (and `issuer`, `biller`), and so on.
     """
     me = sender.address
     admin_ = to_checksum_address(admin or me)
@@ -77,7 +81,13 @@ def deploy_suite(
         sender, registry, credit, settings, decimals=decimals, admin=admin_, operator=operator,
         grid=grid,
     )  # fmt: skip
-    return {"MeterRegistry": registry, "EnergyCredit": credit, "EnergyMarket": market}
+    addresses = {"MeterRegistry": registry, "EnergyCredit": credit, "EnergyMarket": market}
+    if ledger:
+        addresses |= deploy_ledger(
+            sender, registry, credit, market, interval_s=interval_s, admin=admin_, issuer=issuer,
+            biller=biller,
+        )  # fmt: skip
+    return addresses
 
 
 def deploy_market(
@@ -115,3 +125,66 @@ def deploy_market(
         enforcer = contract.functions.ENFORCER_ROLE().call()
         sender.transact(contract.functions.grantRole(enforcer, market))
     return str(market)
+
+
+def deploy_ledger(
+    sender: TransactionSender,
+    registry: str,
+    credit: str,
+    market: str,
+    *,
+    interval_s: int = DEFAULT_INTERVAL_S,
+    admin: str | None = None,
+    issuer: str | None = None,
+    biller: str | None = None,
+) -> dict[str, str]:
+    """Deploy EnergyCertificates (one per registry; every market it certifies has intervals of
+    `interval_s`) and Billing (one per market); roles default to the sender's account."""
+    me = sender.address
+    certificates_art = load_artifact("EnergyCertificates")
+    billing_art = load_artifact("Billing")
+    certificates, _ = sender.deploy(
+        certificates_art.abi, certificates_art.bytecode, to_checksum_address(registry), interval_s,
+        to_checksum_address(admin or me), to_checksum_address(issuer or me),
+    )  # fmt: skip
+    billing, _ = sender.deploy(
+        billing_art.abi, billing_art.bytecode, to_checksum_address(credit),
+        to_checksum_address(market), to_checksum_address(admin or me),
+        to_checksum_address(biller or me),
+    )  # fmt: skip
+    return {"EnergyCertificates": str(certificates), "Billing": str(billing)}
+
+
+@dataclass(frozen=True)
+class FundCampaign:
+    """What a CommunityFund is deployed with (money in credit smallest units)."""
+
+    plant_meter_id: bytes
+    price_per_share: int
+    goal: int
+    cap: int
+    deadline: int  # Unix seconds
+    name: str = "community solar shares"
+    symbol: str = "SUN"
+
+
+def deploy_fund(
+    sender: TransactionSender,
+    credit: str,
+    market: str,
+    campaign: FundCampaign,
+    *,
+    admin: str | None = None,
+    manager: str | None = None,
+) -> str:
+    """Deploy a CommunityFund for one plant's campaign. The plant's meter must then be
+    registered with the fund as its owner, so its market revenue can only go to the fund."""
+    me = sender.address
+    art = load_artifact("CommunityFund")
+    arguments = (
+        campaign.name, campaign.symbol, to_checksum_address(credit), to_checksum_address(market),
+        campaign.plant_meter_id, campaign.price_per_share, campaign.goal, campaign.cap,
+        campaign.deadline, to_checksum_address(admin or me), to_checksum_address(manager or me),
+    )  # fmt: skip
+    fund, _ = sender.deploy(art.abi, art.bytecode, arguments)
+    return str(fund)

@@ -38,6 +38,9 @@ from meterchain.chain.errors import ChainUnavailable, NodeStartError
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's; dev only
 ANVIL_CHAIN_ID = 31337
 HARDFORK = "paris"  # Energy Web Chain's level: no PUSH0, MCOPY or transient storage
+# States anvil keeps in memory (--prune-history): none on disk, so a long run never grows,
+# and enough that a call which resolved "latest" just before a block was mined finds its state.
+RECENT_STATES = 64
 STATE_FILE = "state.json"
 ANVIL_ENV = "MCHAIN_ANVIL"
 
@@ -228,7 +231,9 @@ def _spawn(
         "--hardfork", HARDFORK,
         "--accounts", str(accounts),
         "--mnemonic", mnemonic,
-        "--prune-history",
+        # Keep recent states in memory (none on disk: it never grows), so a call that resolved
+        # "latest" just before a block was mined still finds its state.
+        "--prune-history", str(RECENT_STATES),
         "--silent",
     ]  # fmt: skip
     if state_dir is not None:

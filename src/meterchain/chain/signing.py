@@ -333,7 +333,10 @@ def sign_reading(
 def _recover(digest: bytes, signature: bytes) -> str:
     if len(signature) != 65:
         raise SigningError(f"a signature is 65 bytes (r ‖ s ‖ v), not {len(signature)}")
-    recovered: str = Account._recover_hash(digest, signature=signature)
+    try:
+        recovered: str = Account._recover_hash(digest, signature=signature)
+    except Exception as exc:  # eth-keys' BadSignature, ValidationError: no key recovers it
+        raise SigningError(f"the signature recovers no key: {exc}") from None
     return recovered
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -92,6 +93,17 @@ def _announce(line: str) -> None:
     print(line, flush=True)
 
 
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """What asyncio itself could not hand to anyone (a socket closed under the MQTT client
+    while the broker went away): one line, as every error here; the trace at debug level."""
+    exc = context.get("exception")
+    what = str(context.get("message", "error in the event loop")).splitlines()[0]
+    log = logging.getLogger("meterchain.loop")
+    log.warning("%s: %s", what, f"{type(exc).__name__}: {exc}" if exc else "no exception")
+    if isinstance(exc, BaseException):
+        log.debug("the trace of that error", exc_info=exc)
+
+
 def _serve(build: Callable[[], Running]) -> None:
     """Build a process's parts and run them until SIGINT or SIGTERM."""
     from meterchain.agents.services import serve
@@ -99,6 +111,7 @@ def _serve(build: Callable[[], Running]) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_loop_exception)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         running = build()

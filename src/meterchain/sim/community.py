@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,8 +30,10 @@ import numpy as np
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
+from web3 import Web3
 
 from meterchain.agents.bus_local import LocalBus
+from meterchain.agents.certificates import CertificateAgent
 from meterchain.agents.grid import GridAgent
 from meterchain.agents.market import MarketAgent
 from meterchain.agents.messages import Ack, PhaseName, TariffNotice, Tick
@@ -52,7 +54,8 @@ from meterchain.chain.client import (
     MeterKind,
     MeterRegistryClient,
 )
-from meterchain.chain.deploy import deploy_suite
+from meterchain.chain.deploy import FundCampaign, deploy_fund, deploy_suite
+from meterchain.chain.ledger_clients import CommunityFundClient, EnergyCertificatesClient
 from meterchain.chain.node import AnvilNode, connect, dev_account, start_anvil, stop_anvil
 from meterchain.chain.sender import TransactionSender
 from meterchain.chain.signing import meter_id_to_bytes32
@@ -63,6 +66,9 @@ from meterchain.der.site import Battery, Site
 from meterchain.devices.battery import SimulatedBattery
 from meterchain.devices.board import BoardDevices, open_board_devices
 from meterchain.devices.sim.site import serve_site_tcp, site_units
+from meterchain.ledger.certificates import read_book
+from meterchain.ledger.community import DeviceSpec, claim_all, collect, register_devices
+from meterchain.ledger.issuer import CertificateIssuer
 from meterchain.market.clearing import Mechanism
 from meterchain.meters.base import Meter
 from meterchain.meters.registry import open_meter
@@ -79,6 +85,7 @@ from meterchain.sim.aircon import (
 from meterchain.sim.errors import SimulationError
 from meterchain.sim.profiles import StepProfile, household_load_w, pv_power_w
 from meterchain.sim.results import (
+    FundOutcome,
     HouseholdInterval,
     HouseholdResult,
     IntervalMarket,
@@ -310,15 +317,32 @@ def _site(config: Household) -> Site:
     return Site(name=config.meter_id, battery=battery)
 
 
+@dataclass
+class SimLedger:
+    """The ledger contracts of a simulation: certificates, the community plant's fund, and
+    the households' owner accounts (they ask for auto-retirement and back the fund)."""
+
+    certificates: EnergyCertificatesClient | None
+    fund: CommunityFundClient | None
+    owners: dict[str, LocalAccount]
+    plant_meter_id: str | None = None
+    certifier: CertificateAgent | None = None  # issues each interval after its delivery
+
+
 class ChainSetup:
     """A local anvil with the suite deployed, the meters registered and funded."""
 
     def __init__(
-        self, node: AnvilNode | None, market: EnergyMarketClient, prepaid: SimPrepaid | None = None
+        self,
+        node: AnvilNode | None,
+        market: EnergyMarketClient,
+        prepaid: SimPrepaid | None = None,
+        ledger: SimLedger | None = None,
     ) -> None:
         self.node = node
         self.market = market
         self.prepaid = prepaid
+        self.ledger = ledger or SimLedger(None, None, {})
 
     def close(self) -> None:
         if self.node is not None:
@@ -351,6 +375,7 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
         grid = to_units(GRID_CREDIT, decimals)
         credit.mint(operator.address, per_household * len(households) + grid)
         credit.approve(market.address, per_household * len(households) + grid)
+        ledger = _ledger_accounts(scenario, households, w3, sender, addresses)
         # The registers when the meters join the market, as the end of the interval before
         # the first one: what the utility reads at installation.
         baseline = int((scenario.start - timedelta(seconds=scenario.interval_s)).timestamp())
@@ -359,7 +384,11 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
             can_export = config.pv_kwp > 0 or config.battery_kwh > 0
             kind = MeterKind.PROSUMER if can_export else MeterKind.CONSUMER
             meter_id = config.meter_id
-            owner = operator.address if prepaid is None else prepaid.owner(config, operator.address)
+            owner: str = ledger.owners[meter_id].address
+            if meter_id == ledger.plant_meter_id and ledger.fund is not None:
+                kind, owner = MeterKind.GENERATOR, ledger.fund.address  # its revenue: the fund's
+            if prepaid is not None:  # a prepaid meter's balance is the PrepaidMeter's to manage
+                owner = prepaid.owner(config, owner)
             registry.register_meter(
                 meter_id, household.signer.address, owner, kind,
                 round(config.connection_kw * 1000),
@@ -367,17 +396,112 @@ def _setup_chain(scenario: Scenario, households: list[SimHousehold], store_dir: 
             registry.assign_market(meter_id, market.address)
             state = household.model.state()
             market.set_baseline(
-                meter_id, baseline, int(state.import_wh), int(state.export_wh), "enrolled"
+                meter_id, baseline, round(state.import_wh), round(state.export_wh), "enrolled"
             )
             if prepaid is not None and config.prepaid:
                 prepaid.enrol(config)
             else:
                 market.deposit(meter_id, per_household, approve=False)
         market.deposit_grid(grid, approve=False)
+        _enrol_ledger(scenario, households, ledger, w3, credit, per_household)
     except BaseException:
         stop_anvil(node)
         raise
-    return ChainSetup(node, market, prepaid)
+    return ChainSetup(node, market, prepaid, ledger)
+
+
+def _ledger_accounts(
+    scenario: Scenario,
+    households: list[SimHousehold],
+    w3: Web3,
+    sender: TransactionSender,
+    addresses: dict[str, str],
+) -> SimLedger:
+    """Each household's owner account (with gas money), the certificates' client and, for a
+    scenario with a community plant, its fund (deployed before the plant's meter, which the
+    fund owns)."""
+    owners = {
+        h.config.meter_id: _household_key(scenario, f"owner:{h.config.meter_id}")
+        for h in households
+    }
+    for owner in owners.values():
+        w3.provider.make_request("anvil_setBalance", [owner.address, hex(10**21)])  # type: ignore[arg-type]
+    certificates = None
+    if scenario.certificates.enabled:
+        certificates = EnergyCertificatesClient(sender, addresses["EnergyCertificates"])
+    config = scenario.fund
+    if config is None:
+        return SimLedger(certificates, None, owners)
+    decimals = EnergyCreditClient(sender, addresses["EnergyCredit"]).decimals
+    price = to_units(config.price_per_share, decimals)
+    total = sum(config.backers.values())
+    cap = config.cap_shares or total
+    campaign = FundCampaign(
+        plant_meter_id=meter_id_to_bytes32(config.plant_meter_id),
+        price_per_share=price,
+        goal=(config.goal_shares or min(total, cap)) * price,
+        cap=cap * price,
+        deadline=int(scenario.start.timestamp()) + 30 * 86400,
+        name=config.name,
+        symbol=config.symbol,
+    )
+    fund = deploy_fund(sender, addresses["EnergyCredit"], addresses["EnergyMarket"], campaign)
+    return SimLedger(certificates, CommunityFundClient(sender, fund), owners, config.plant_meter_id)
+
+
+def _enrol_ledger(
+    scenario: Scenario,
+    households: list[SimHousehold],
+    ledger: SimLedger,
+    w3: Web3,
+    credit: EnergyCreditClient,
+    reserve_units: int,
+) -> None:
+    """PV meters become certificate devices, households ask for auto-retirement, backers buy
+    the plant's shares and the plant keeps its starting credit as the reserve for its sales."""
+    if ledger.certificates is not None:
+        commissioned = int((scenario.start - timedelta(days=365)).timestamp())
+        location = scenario.location
+        register_devices(
+            ledger.certificates,
+            [
+                DeviceSpec(
+                    meter_id=h.config.meter_id,
+                    capacity_w=round(h.config.pv_kwp * 1000),
+                    commissioned_at=commissioned,
+                    site=(
+                        "community plant"
+                        if h.config.meter_id == ledger.plant_meter_id
+                        else f"household {h.config.meter_id}"
+                    ),
+                    technology=scenario.certificates.technology,
+                    location=f"{location.latitude:.4f},{location.longitude:.4f}",
+                )
+                for h in households
+                if h.config.pv_kwp > 0
+            ],
+        )
+        if scenario.certificates.auto_retire:
+            for household in households:
+                meter_id = household.config.meter_id
+                # A prepaid meter's registry owner is the PrepaidMeter contract, not the
+                # household: it cannot ask for auto-retirement (its purchases stay unretired).
+                if meter_id != ledger.plant_meter_id and not household.config.prepaid:
+                    ledger.certificates.with_sender(
+                        _owner_sender(w3, ledger, meter_id)
+                    ).set_auto_retirement(
+                        meter_id, f"household {meter_id}", "local renewable supply"
+                    )
+    if ledger.fund is not None and scenario.fund is not None:
+        price = ledger.fund.price_per_share
+        for meter_id, shares in scenario.fund.backers.items():
+            credit.mint(ledger.owners[meter_id].address, shares * price)
+            ledger.fund.with_sender(_owner_sender(w3, ledger, meter_id)).buy(shares)
+        ledger.fund.set_reserve(reserve_units)
+
+
+def _owner_sender(w3: Web3, ledger: SimLedger, meter_id: str) -> TransactionSender:
+    return TransactionSender(w3, ledger.owners[meter_id])
 
 
 def _sqlite(directory: Path, name: str) -> str:
@@ -403,7 +527,14 @@ async def run_community(
         chain = await asyncio.to_thread(_setup_chain, scenario, households, work_dir)
         stack.callback(chain.close)
         result = await _run_agents(
-            scenario, households, chain.market, clock, work_dir, on_progress, chain.prepaid
+            scenario,
+            households,
+            chain.market,
+            chain.ledger,
+            clock,
+            work_dir,
+            on_progress,
+            chain.prepaid,
         )
     result.wall_time_s = time.perf_counter() - started
     return result
@@ -413,6 +544,7 @@ async def _run_agents(
     scenario: Scenario,
     households: list[SimHousehold],
     market_client: EnergyMarketClient,
+    ledger: SimLedger,
     clock: ManualClock,
     work_dir: Path,
     on_progress: ProgressCallback | None,
@@ -443,6 +575,15 @@ async def _run_agents(
     agents: list[Agent] = [coordinator, market, grid]
     if prepaid is not None:
         agents.append(prepaid.make_agent(bus, store, clock, "simulator"))
+    if ledger.certificates is not None:
+        # Same account as the market (its sender keeps one nonce sequence): the operator issues.
+        issuer = CertificateIssuer(
+            ledger.certificates.with_sender(market_client.sender), market_client
+        )
+        ledger.certifier = CertificateAgent(
+            "certificates", bus, issuer=issuer, coordinator="simulator"
+        )
+        agents.append(ledger.certifier)
     servers: list[RunningServer] = []
     try:
         for household in households:
@@ -491,8 +632,8 @@ async def _run_agents(
         for agent in agents:
             await agent.start()
         return await _drive(
-            scenario, households, market, coordinator, market_client, clock, decimals, on_progress,
-            prepaid,
+            scenario, households, market, coordinator, market_client, ledger, clock, decimals,
+            on_progress, prepaid,
         )  # fmt: skip
     finally:
         for agent in agents:
@@ -518,6 +659,7 @@ async def _drive(
     market: MarketAgent,
     coordinator: Coordinator,
     market_client: EnergyMarketClient,
+    ledger: SimLedger,
     clock: ManualClock,
     decimals: int,
     on_progress: ProgressCallback | None,
@@ -579,6 +721,8 @@ async def _drive(
             await prepaid.after_delivery(
                 coordinator, market_client.sender, interval, start + step, models
             )
+        if ledger.certifier is not None:
+            await coordinator.wait_for(("certified",), interval, 1)
 
         cleared = market.cleared[interval]
         delivered = market.delivered.get(interval)
@@ -641,6 +785,7 @@ async def _drive(
                 orders=cleared.orders,
                 gas_batch=cleared.notice.gas_used,
                 gas_delivery=delivered.gas_used if delivered else 0,
+                gas_certificates=_certificates_gas(ledger, interval),
             )
         )
         if on_progress is not None:
@@ -656,6 +801,10 @@ async def _drive(
         prepaid_summary = await asyncio.to_thread(
             prepaid.finish, results, market_client, first_block + 1
         )
+    # After the balances are read: collecting the plant's revenue moves its market balance.
+    fund = await asyncio.to_thread(
+        _ledger_outcome, ledger, market_client, results, scenario.interval_s
+    )
     return SimulationResult(
         scenario=scenario.name,
         retail_price=scenario.tariffs.retail_price,
@@ -666,7 +815,7 @@ async def _drive(
         households=list(results.values()),
         market=intervals,
         chain_id=market_client.domain.chain_id,
-        contracts={"EnergyMarket": market_client.address},
+        contracts=_contracts(market_client, ledger),
         grid_balance_change_units=grid_after - grid_before,
         void_intervals={i: v.reason for i, v in sorted(market.void.items())},
         air_conditioners={
@@ -678,4 +827,70 @@ async def _drive(
             if h.aircon is not None and h.config.air_conditioner is not None
         },
         prepaid=prepaid_summary,
+        fund=fund,
+    )
+
+
+def _contracts(market: EnergyMarketClient, ledger: SimLedger) -> dict[str, str]:
+    contracts = {"EnergyMarket": market.address}
+    if ledger.certificates is not None:
+        contracts["EnergyCertificates"] = ledger.certificates.address
+    if ledger.fund is not None:
+        contracts["CommunityFund"] = ledger.fund.address
+    return contracts
+
+
+def _certificates_gas(ledger: SimLedger, interval: int) -> int:
+    if ledger.certifier is None or interval not in ledger.certifier.issued:
+        return 0
+    return ledger.certifier.issued[interval].gas_used
+
+
+def _ledger_outcome(
+    ledger: SimLedger,
+    market: EnergyMarketClient,
+    results: dict[str, HouseholdResult],
+    interval_s: int,
+) -> FundOutcome | None:
+    """Certificates per household and interval from the chain's events; then the plant's
+    revenue collected into the fund (a withdrawal request, the market's delay passed on the
+    simulation's chain, the withdrawal) and claimed by every backer."""
+    if ledger.certificates is not None:
+        book = read_book(ledger.certificates, interval_s=interval_s)
+        for meter_id, household in results.items():
+            issued = book.issued_for_meter(meter_id)
+            retired = book.retired_for_meter(meter_id)
+            household.intervals = [
+                replace(
+                    row,
+                    certified_wh=issued.get(int(row.interval_start.timestamp()), 0),
+                    retired_for_wh=retired.get(int(row.interval_start.timestamp()), 0),
+                )
+                for row in household.intervals
+            ]
+    fund = ledger.fund
+    if fund is None:
+        return None
+    w3 = market.w3
+    collect(fund)  # asks for the plant's balance beyond its reserve
+    w3.provider.make_request("evm_increaseTime", [market.withdrawal_delay + 1])  # type: ignore[arg-type]
+    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    collect(fund)  # pays it into the fund and distributes it
+    backers = {
+        str(ledger.owners[m].address): fund.with_sender(_owner_sender(w3, ledger, m))
+        for m in results
+        if fund.shares_of(ledger.owners[m].address)
+    }
+    claimed = claim_all(backers)
+    for meter_id, household in results.items():
+        account = ledger.owners[meter_id].address
+        household.fund_shares = fund.shares_of(account)
+        household.fund_revenue_units = claimed.get(account, 0)
+    return FundOutcome(
+        plant_meter_id=ledger.plant_meter_id or "",
+        address=fund.address,
+        shares=fund.total_shares(),
+        raised_units=fund.raised(),
+        distributed_units=fund.total_distributed(),
+        claimed_units=fund.total_claimed(),
     )

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from rich.console import Console
 from rich.table import Table
 
+from meterchain.ledger.matching import HourlyMatch, hourly_match
 from meterchain.sim.results import HouseholdResult, SimulationResult
 
 if TYPE_CHECKING:  # matplotlib is imported when plotting: 0.7 s the CLI need not pay otherwise
@@ -88,6 +89,11 @@ class _HouseholdTotals:
     cost_with_cents: int
     cost_without_cents: int
     chain_change_cents: int
+    certificates_issued_wh: int
+    certificates_retired_wh: int
+    match: HourlyMatch  # consumption (metered import) matched hour by hour by retired certificates
+    fund_shares: int
+    fund_revenue_cents: int
 
 
 def _totals(household: HouseholdResult, decimals: int) -> _HouseholdTotals:
@@ -106,6 +112,14 @@ def _totals(household: HouseholdResult, decimals: int) -> _HouseholdTotals:
             sum(row.cost_without_market_units for row in rows), decimals
         ),
         chain_change_cents=units_to_cents(household.chain_balance_change_units, decimals),
+        certificates_issued_wh=sum(row.certified_wh for row in rows),
+        certificates_retired_wh=sum(row.retired_for_wh for row in rows),
+        match=hourly_match(
+            {int(row.interval_start.timestamp()): row.imported_wh for row in rows},
+            {int(row.interval_start.timestamp()): row.retired_for_wh for row in rows},
+        ),
+        fund_shares=household.fund_shares,
+        fund_revenue_cents=units_to_cents(household.fund_revenue_units, decimals),
     )
 
 
@@ -138,6 +152,7 @@ def _household_entry(
         "pv_wh": round(totals.pv_wh, 1),
         "pv_kwp": household.pv_kwp,
         "battery_kwh": household.battery_kwh,
+        **_ledger_fields(totals),
     }
     if prepaid_run:  # a run with prepaid supply: every household's relay, from its meter
         entry |= {
@@ -153,6 +168,18 @@ def _household_entry(
             "reconnects": household.reconnects,
         }
     return entry
+
+
+def _ledger_fields(totals: _HouseholdTotals) -> dict[str, Any]:
+    """Certificates issued for the meter's export and retired in the household's name, the
+    share of its consumption matched hour by hour (24/7), its fund shares and revenue."""
+    return {
+        "certificates_issued_wh": totals.certificates_issued_wh,
+        "certificates_retired_wh": totals.certificates_retired_wh,
+        "hourly_matched_fraction": totals.match.fraction,
+        "fund_shares": totals.fund_shares,
+        "fund_revenue": cents_to_currency(totals.fund_revenue_cents),
+    }
 
 
 def _community_entry(
@@ -180,6 +207,12 @@ def _community_entry(
         "pv_wh": round(sum(t.pv_wh for t in totals), 1),
         "pv_kwp": round(sum(h.pv_kwp for h in households), 3),
         "battery_kwh": round(sum(h.battery_kwh for h in households), 3),
+        "certificates_issued_wh": sum(t.certificates_issued_wh for t in totals),
+        "certificates_retired_wh": sum(t.certificates_retired_wh for t in totals),
+        # Σ matched / Σ consumed over every household's hours (not a mean of fractions)
+        "hourly_matched_fraction": sum((t.match for t in totals), HourlyMatch(0, 0)).fraction,
+        "fund_shares": sum(t.fund_shares for t in totals),
+        "fund_revenue": cents_to_currency(sum(t.fund_revenue_cents for t in totals)),
     }
 
 
@@ -242,6 +275,8 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
         "gas_used": result.gas_used,
         "gas_setup": result.gas_setup,
         "gas_per_interval": round(result.gas_used / intervals) if intervals else 0,
+        "gas_certificates": sum(m.gas_certificates for m in result.market),
+        "fund": _fund_summary(result),
         "grid_balance_change": cents_to_currency(
             units_to_cents(result.grid_balance_change_units, decimals)
         ),
@@ -271,6 +306,27 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
         # only scenarios with air conditioners (sim/aircon.py) have this entry
         **({"air_conditioners": result.air_conditioners} if result.air_conditioners else {}),
     }
+
+
+def _fund_summary(result: SimulationResult) -> dict[str, Any] | None:
+    """The community plant's campaign and revenue, in currency units (None without a fund)."""
+    fund = result.fund
+    if fund is None:
+        return None
+    money = {
+        name: cents_to_currency(units_to_cents(units, result.decimals))
+        for name, units in (
+            ("raised", fund.raised_units),
+            ("revenue_distributed", fund.distributed_units),
+            ("revenue_claimed", fund.claimed_units),
+        )
+    }
+    facts: dict[str, Any] = {
+        "plant_meter_id": fund.plant_meter_id,
+        "address": fund.address,
+        "shares": fund.shares,
+    }
+    return facts | money
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,6 +541,11 @@ TABLE_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("savings_percent", "savings (%)", _percent_text),
     ("self_sufficiency", "self-sufficiency", _fraction),
     ("chain_balance_change", "chain balance change", _money),
+    ("certificates_issued_wh", "certified (kWh)", _kwh),
+    ("certificates_retired_wh", "retired for it (kWh)", _kwh),
+    ("hourly_matched_fraction", "24/7 matched", _fraction),
+    ("fund_shares", "fund shares", str),
+    ("fund_revenue", "fund revenue", _money),
 )
 
 STYLE = """
@@ -544,6 +605,26 @@ def _facts_html(summary: dict[str, Any], zone: ZoneInfo) -> str:
         ("wall time", f"{summary['wall_time_s']:.1f} s"),
         ("times", f"plots in local time ({html.escape(zone.key)}); JSON in UTC"),
     ]
+    community = summary["community"]
+    facts.append(
+        (
+            "certificates",
+            f"{_kwh(community['certificates_issued_wh'])} kWh certified, "
+            f"{_kwh(community['certificates_retired_wh'])} kWh retired for local buyers; "
+            f"24/7 matched {_fraction(community['hourly_matched_fraction'])} "
+            f"({summary['gas_certificates']:,} gas)",
+        )
+    )
+    fund = summary.get("fund")
+    if fund:
+        facts.append(
+            (
+                "community plant",
+                f"meter {html.escape(fund['plant_meter_id'])}: {fund['shares']} shares, "
+                f"{_money(fund['raised'])} raised, {_money(fund['revenue_distributed'])} revenue "
+                f"distributed, {_money(fund['revenue_claimed'])} claimed",
+            )
+        )
     facts += [
         (f"contract {html.escape(name)}", f"<code>{html.escape(address)}</code>")
         for name, address in summary["contracts"].items()
@@ -692,6 +773,12 @@ def print_summary(
         "community", f"{community['households']} households", *cells(community), style="bold"
     )
     console.print(table)
+    console.print(
+        f"certificates: {_kwh(community['certificates_issued_wh'])} kWh certified, "
+        f"{_kwh(community['certificates_retired_wh'])} kWh retired for local buyers, 24/7 "
+        f"matched {_fraction(community['hourly_matched_fraction'])}; fund revenue claimed "
+        f"{_money(community['fund_revenue'])}"
+    )
     gas = f"gas used {summary['gas_used']:,} ({summary['gas_per_interval']:,} per interval)"
     if summary["chain_agrees"]:
         console.print(f"{gas}; [green]chain balances agree with the settlements[/]")

@@ -27,6 +27,8 @@ class HouseholdInterval:
     load_wh: float  # ground truth from the simulation's physical model
     pv_wh: float
     battery_soc_fraction: float | None
+    certified_wh: int = 0  # certificates issued for the meter's export in the interval
+    retired_for_wh: int = 0  # certificates of the interval retired in the household's name
 
 
 @dataclass
@@ -47,6 +49,8 @@ class HouseholdResult:
     prepaid_state_after: str | None = None
     cut_offs: list[str] = field(default_factory=list)  # when the relay opened
     reconnects: list[str] = field(default_factory=list)
+    fund_shares: int = 0  # shares of the community fund held at the end
+    fund_revenue_units: int = 0  # fund revenue claimed, smallest units
 
     @property
     def chain_balance_change_units(self) -> int:
@@ -64,6 +68,19 @@ class IntervalMarket:
     orders: int
     gas_batch: int
     gas_delivery: int
+    gas_certificates: int = 0  # issuing the interval's certificates
+
+
+@dataclass(frozen=True)
+class FundOutcome:
+    """The community plant's campaign and revenue (smallest units)."""
+
+    plant_meter_id: str
+    address: str
+    shares: int
+    raised_units: int
+    distributed_units: int
+    claimed_units: int
 
 
 @dataclass
@@ -86,6 +103,7 @@ class SimulationResult:
     # per meter with an air conditioner: its control, energy and comfort (sim/aircon.py)
     air_conditioners: dict[str, dict[str, object]] = field(default_factory=dict)
     prepaid: dict[str, Any] | None = None  # the run's prepaid summary, when it had any
+    fund: FundOutcome | None = None
 
     @property
     def gas_used(self) -> int:
