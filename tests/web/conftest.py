@@ -53,3 +53,20 @@ def browser() -> Iterator[object]:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def ledger_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The demo street on a real chain, stepped four intervals of a sunny morning and left
+    idle: certificates issued and retired at issuance, the plant's fund, a prepaid meter, and
+    the web app on it (households' wallets are the demo's). Shared by the ledger and prepaid
+    HTTP tests, which leave one another's changes alone."""
+    from live_harness import SteppedDemo
+    from web_fixtures import ChainWebApp
+
+    work = tmp_path_factory.mktemp("ledger-web")
+    stepped = SteppedDemo(f"sqlite:///{work / 'web.db'}", work / "demo")
+    stepped.start()
+    assert stepped.store is not None and stepped.demo is not None
+    yield ChainWebApp.on(stepped)
+    stepped.stop()

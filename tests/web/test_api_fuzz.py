@@ -102,3 +102,37 @@ def test_the_openapi_document_is_served_with_its_docs_page(fuzzed: tuple[WebApp,
     page = app.client.get("/docs")
     assert page.status_code == 200
     assert "/static/vendor/swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()
+
+
+def test_the_ledger_and_prepaid_routes_never_fail_the_server_on_a_real_chain(
+    ledger_web: Any,
+) -> None:
+    """The same fuzzing, with the operator's token, on the routes that reach the chain (the
+    stepped demo's: certificates, fund, statements, prepaid)."""
+    from web_fixtures import ChainWebApp
+
+    app: ChainWebApp = ledger_web
+    with app.store.session() as session:
+        row = session.query(UserRow).filter_by(role="operator").first()
+        assert row is not None
+        user = user_by_id(session, row.id)
+        assert user is not None
+        token, _ = issue_api_token(session, user, "chain fuzzer")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app.app)
+    operations = [
+        result.ok()
+        for result in schema.get_all_operations()
+        if {"ledger", "prepaid"} & set(result.ok().tags or ())
+    ]
+    assert len(operations) >= 14
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+        def on_chain(case: Any) -> None:
+            response = case.call(headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code < 500, case.as_curl_command()
+
+        on_chain()

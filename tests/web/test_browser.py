@@ -191,10 +191,10 @@ def test_the_language_switches_and_stays_with_the_user(
     assert page.locator("html").get_attribute("lang") == "en"
     assert page.locator("h1").inner_text() == "Log in"
     user = page_for(prosumer_login(HOUSE))
-    assert user.locator("nav a[href^='/meters/']").inner_text() == "Meu medidor"
+    assert user.locator(f"nav a[href='/meters/{HOUSE}']").inner_text() == "Meu medidor"
     with user.expect_navigation():
         user.click("#switch-language")
-    assert user.locator("nav a[href^='/meters/']").inner_text() == "My meter"
+    assert user.locator(f"nav a[href='/meters/{HOUSE}']").inner_text() == "My meter"
     again = page_for(prosumer_login(HOUSE))  # a new browser: the choice is the user's
     assert again.locator("html").get_attribute("lang") == "en"
     with again.expect_navigation():

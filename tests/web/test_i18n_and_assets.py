@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from meterchain.ledger.statements import LINE_KEYS
+from meterchain.prepaid.rules import Reason
 from meterchain.web.i18n import LOCALES, Formatter, catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,13 +26,37 @@ def _used_keys() -> set[str]:
         "config.status.": ("sent", "accepted", "applied", "refused", "not-sent"),
         "alarm.kinds.": (
             "meter-not-answering", "agent-offline", "reading-refused", "settlement-failed",
-            "settlement-late", "battery-limits", "voltage",
+            "settlement-late", "battery-limits", "voltage", "order-refused", "interval-void",
+            "prepaid-low-credit", "prepaid-grace", "prepaid-cut-off", "prepaid-relay-failed",
+            "device-fault",
+        ),
+        "deployed.none.": ("certificates", "fund", "statements", "prepaid"),
+        "prepaid.states.": ("supplied", "grace", "cut_off"),
+        "prepaid.reasons.": (
+            "none", "emergency_credit", "night", "day", "holiday", "holiday_eve", "never_cut",
+        ),
+        "statements.line.": LINE_KEYS,
+        "done.": (
+            "retired", "bought", "claimed", "nothing_to_claim", "collected", "nothing_to_collect",
+            "recorded", "paid", "voucher", "topped_up",
         ),
     }  # fmt: skip
     for prefix, values in dynamic.items():
         keys.discard(prefix)
         keys |= {prefix + value for value in values}
     return keys
+
+
+def test_every_reason_and_redirect_notice_the_code_can_give_has_words() -> None:
+    """The words picked by value above cover every value the code can produce."""
+    reasons = {r.name.lower() for r in Reason}
+    used = _used_keys()
+    assert {f"prepaid.reasons.{r}" for r in reasons} <= used
+    pages = (WEB / "ledger_pages.py").read_text() + (WEB / "prepaid_pages.py").read_text()
+    notices = set(re.findall(r"done=([a-z_]+)", pages))
+    for chosen in re.findall(r'done = "([a-z_]+)" if .* else "([a-z_]+)"', pages):
+        notices |= set(chosen)
+    assert notices and {f"done.{n}" for n in notices} <= used
 
 
 def test_both_languages_have_the_same_words() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from meterchain.agents.monitor import new_meter
 from meterchain.store.community import AlarmRow, MarketIntervalRow, MeterIntervalRow, TradeRow
 from meterchain.store.db import Store, open_store
 from meterchain.web.app import create_app
+from meterchain.web.chain_actions import ChainActions
 from meterchain.web.security import create_user
 from meterchain.web.services import WebServices
 from meterchain.web.settings import WebSettings
@@ -96,3 +98,23 @@ def make_web_app(url: str) -> WebApp:
     services = WebServices(store, WebSettings())
     app = create_app(services)
     return WebApp(store, services, TestClient(app, follow_redirects=False), app)
+
+
+@dataclass
+class ChainWebApp(WebApp):
+    """The web app on the stepped demo's chain and database (see conftest.ledger_web)."""
+
+    stepped: Any = None
+
+    @classmethod
+    def on(cls, stepped: Any) -> ChainWebApp:
+        demo = stepped.demo
+        services = WebServices(stepped.store, WebSettings(), chain=demo.chain)
+        app = create_app(services)
+        return cls(stepped.store, services, TestClient(app, follow_redirects=False), app, stepped)
+
+    @property
+    def chain(self) -> ChainActions:
+        chain = self.services.chain
+        assert chain is not None
+        return chain

@@ -13,7 +13,11 @@ interface reads it, and it raises and ends alarms:
 - `settlement-late`: orders seen for an interval but no clearing `late_after_s` after it began;
 - `battery-limits`: state of charge outside the battery's bounds;
 - `voltage`: supply voltage outside PRODIST Module 8's adequate range (precarious: warning,
-  critical: critical).
+  critical: critical);
+- prepaid supply: `prepaid-low-credit` (instant) from the prepaid agent's `CreditWarning`s
+  and the boards' own estimates; `prepaid-grace` and `prepaid-cut-off` while the
+  PrepaidMeter says so (its StateChanged events, read with `prepaid_states`);
+  `prepaid-relay-failed` from the board; other device faults as `device-fault`.
 
 Every alarm that starts or ends is published on the bus to the `alarms` group and, when a
 webhook URL is set, posted to it as JSON.
@@ -27,7 +31,9 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -40,6 +46,7 @@ from meterchain.agents.messages import (
     ConfigAck,
     ConfigUpdate,
     DeliveryNotice,
+    DeviceAlarmNotice,
     Heartbeat,
     PhaseName,
     SignerChanged,
@@ -47,6 +54,7 @@ from meterchain.agents.messages import (
     TradingConfig,
     VoidNotice,
 )
+from meterchain.agents.prepaid import CreditWarning
 from meterchain.agents.prodist import VoltageClass, classify
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative
 from meterchain.clock import Clock
@@ -61,6 +69,7 @@ from meterchain.store.community import (
     raise_alarm,
 )
 from meterchain.store.db import Store
+from meterchain.store.records import Records
 
 if TYPE_CHECKING:
     from meterchain.agents.prosumer import ProsumerAgent
@@ -71,6 +80,24 @@ ALARM_GROUP = "alarms"
 SOC_MARGIN = 0.02  # a battery this far outside its bounds raises battery-limits
 BalanceReader = Callable[[list[str]], dict[str, int]]
 """meter ids -> their balances on chain in smallest credit units."""
+
+
+@dataclass(frozen=True)
+class PrepaidStateChange:
+    """A prepaid meter's supply state changed on chain (PrepaidMeter's StateChanged)."""
+
+    meter_id: str
+    previous: str
+    state: str  # "supplied" | "grace" | "cut_off"
+    reason: str  # why it is in grace (e.g. "night", "emergency_credit")
+    credit: Decimal  # currency units
+    block: int
+
+
+PrepaidStateReader = Callable[[int], tuple[list[PrepaidStateChange], int]]
+"""from block -> the state changes from it on, and the block to read from next time."""
+PREPAID_CURSOR = ("cursor", "prepaid-states")
+BOARD_ESTIMATE = "estimated on the board"  # a board's own low-credit warning (agents/prepaid.py)
 
 
 async def send_heartbeat(agent: ProsumerAgent, interval: int, phase: PhaseName) -> None:
@@ -138,6 +165,9 @@ class MonitorAgent(Agent):
         check_every_s: float = 1.0,
         balances: BalanceReader | None = None,
         webhook_url: str | None = None,
+        prepaid_states: PrepaidStateReader | None = None,
+        prepaid_poll_s: float = 5.0,
+        decimals: int = 2,
     ) -> None:
         super().__init__(name, bus)
         self.store = store
@@ -153,6 +183,12 @@ class MonitorAgent(Agent):
         self.webhook_url = webhook_url
         self.ordered: dict[int, datetime] = {}  # intervals with orders, not cleared yet
         self.webhook_failures = 0
+        self.prepaid_states = prepaid_states
+        self.prepaid_poll_s = prepaid_poll_s
+        self.decimals = decimals
+        self._prepaid_next_poll = 0.0
+        self._records: Records | None = None
+        self._prepaid_cursor = 0
 
     async def setup(self) -> None:
         await self.bus.join(self.name, self.community)
@@ -198,6 +234,10 @@ class MonitorAgent(Agent):
             await self.on_alarm(content)
         elif isinstance(content, ConfigAck):
             self.on_config_ack(content)
+        elif isinstance(content, CreditWarning):
+            await self.on_credit_warning(content)
+        elif isinstance(content, DeviceAlarmNotice):
+            await self.on_device_alarm(content)
         elif isinstance(content, TariffNotice) and envelope.sender != self.name:
             self.tariffs = content
 
@@ -210,7 +250,14 @@ class MonitorAgent(Agent):
                 log.exception("%s: the periodic check failed", self.name)
 
     async def check(self) -> None:
-        """Boards gone silent and settlements running late."""
+        """Boards gone silent, settlements running late, prepaid meters' state changes."""
+        loop = asyncio.get_running_loop()
+        if self.prepaid_states is not None and loop.time() >= self._prepaid_next_poll:
+            self._prepaid_next_poll = loop.time() + self.prepaid_poll_s
+            try:
+                await self.poll_prepaid()
+            except Exception as exc:  # the chain may be away; the cursor keeps the place
+                log.warning("%s: could not read the prepaid meters' states: %s", self.name, exc)
         now = self.clock.now()
         notices: list[AlarmNotice] = []
         with self.store.session() as session:
@@ -487,6 +534,93 @@ class MonitorAgent(Agent):
             else:
                 notices = self._end(session, alarm.kind, alarm.meter_id, alarm.at)
         await self._publish(notices)
+
+    # ---- prepaid supply ----------------------------------------------------------------------
+
+    async def on_credit_warning(self, warning: CreditWarning) -> None:
+        """A low-credit threshold crossed (the prepaid agent's, from the chain): an alarm that
+        waits for an acknowledgement."""
+        credit = self._money(warning.credit_units)
+        level = self._money(warning.threshold_units)
+        source = "estimated on the board" if warning.local else "on chain"
+        message = (
+            f"prepaid credit of meter {warning.meter_id} is {credit} ({source}), below the "
+            f"warning level {level}: top up"
+        )
+        with self.store.session() as session:
+            notices = self._raise(
+                session, "prepaid-low-credit", warning.meter_id, "warning", message,
+                self.clock.now(), instant=True,
+            )  # fmt: skip
+        await self._publish(notices)
+
+    async def on_device_alarm(self, alarm: DeviceAlarmNotice) -> None:
+        """A board's device alarm: its prepaid ones under their own kinds, others as
+        `device-fault`."""
+        now = self.clock.now()
+        kind = alarm.code if alarm.kind == "prepaid" else "device-fault"
+        if kind == "prepaid-low-credit" and BOARD_ESTIMATE not in alarm.message:
+            return  # the board repeating the chain's warning: the prepaid agent's came here
+        message = alarm.message if alarm.kind == "prepaid" else f"{alarm.device}: {alarm.message}"
+        instant = kind == "prepaid-low-credit"
+        with self.store.session() as session:
+            if alarm.active:
+                severity = "warning" if instant else "critical"
+                notices = self._raise(
+                    session, kind, alarm.meter_id, severity, message, now, instant=instant
+                )
+            else:
+                notices = self._end(session, kind, alarm.meter_id, now)
+        await self._publish(notices)
+
+    async def poll_prepaid(self) -> int:
+        """Read the PrepaidMeter's state changes since the last time (the cursor is kept in the
+        store) and raise or end the grace and cut-off alarms; the number of changes read."""
+        assert self.prepaid_states is not None
+        if self._records is None:
+            self._records = Records(self.store, self.name)
+            kept = self._records.get(*PREPAID_CURSOR)
+            self._prepaid_cursor = int(kept["block"]) if kept else 0
+        reader = self.prepaid_states
+        changes, following = await asyncio.to_thread(reader, self._prepaid_cursor)
+        self._prepaid_cursor = following
+        if not changes:  # nothing to keep: a restart reads those blocks again, harmlessly
+            return 0
+        now = self.clock.now()
+        notices: list[AlarmNotice] = []
+        with self.store.session() as session:
+            for change in changes:
+                notices += self._prepaid_state(session, change, now)
+        self._records.put(*PREPAID_CURSOR, {"block": following})
+        await self._publish(notices)
+        return len(changes)
+
+    def _prepaid_state(
+        self, session: Session, change: PrepaidStateChange, at: datetime
+    ) -> list[AlarmNotice]:
+        meter_id = change.meter_id
+        credit = f"{change.credit:.2f}"
+        notices: list[AlarmNotice] = []
+        if change.state != "cut_off":
+            notices += self._end(session, "prepaid-cut-off", meter_id, at)
+        if change.state != "grace":
+            notices += self._end(session, "prepaid-grace", meter_id, at)
+        if change.state == "cut_off":
+            message = (
+                f"meter {meter_id} is cut off: its prepaid credit is {credit}; a top-up above "
+                "zero reconnects it"
+            )
+            notices += self._raise(session, "prepaid-cut-off", meter_id, "critical", message, at)
+        elif change.state == "grace":
+            message = (
+                f"meter {meter_id} is supplied in grace ({change.reason.replace('_', ' ')}) "
+                f"with a prepaid credit of {credit}: top up"
+            )
+            notices += self._raise(session, "prepaid-grace", meter_id, "warning", message, at)
+        return notices
+
+    def _money(self, units: int) -> str:
+        return f"{Decimal(units) / (Decimal(10) ** self.decimals):.2f}"
 
     def on_config_ack(self, ack: ConfigAck) -> None:
         now = self.clock.now()

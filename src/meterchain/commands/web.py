@@ -76,6 +76,17 @@ def web(
     ] = 3.0,
     webhook: Annotated[str | None, typer.Option(help="POST every alarm to this URL.")] = None,
     timezone: Annotated[str, typer.Option(help="The community's time zone.")] = "America/Fortaleza",
+    wallets: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory of households' keystores, METER_ID.json (password in "
+            "$MCHAIN_WALLETS_PASSWORD): the web then retires, tops up, buys and pays for them."
+        ),
+    ] = None,
+    vending_keystore: Annotated[
+        Path | None,
+        typer.Option(help="The utility's vending key (password in $MCHAIN_KEY_PASSWORD)."),
+    ] = None,
 ) -> None:
     """Serve the web interface (and JSON API at /api, OpenAPI at /docs)."""
     if ctx.invoked_subcommand is not None:
@@ -86,15 +97,16 @@ def web(
     settings = WebSettings(host=host, port=port, db_url=db, timezone=timezone)
     asyncio.run(
         _serve(
-            settings, broker, deployment, rpc, keystore, demo, demo_days, interval_wall_s, webhook
+            settings, broker, deployment, rpc, keystore, demo, demo_days, interval_wall_s, webhook,
+            (wallets, vending_keystore),
         )
-    )
+    )  # fmt: skip
 
 
 async def _serve(
     settings: object, broker: str | None, deployment: Path | None, rpc: str | None,
     keystore: Path | None, demo: Path | None, demo_days: float, interval_wall_s: float,
-    webhook: str | None,
+    webhook: str | None, keys: tuple[Path | None, Path | None] = (None, None),
 ) -> None:  # fmt: skip
     from meterchain.config import ConfigError, Scenario, load_toml
     from meterchain.web.server import DemoOptions, serve_until, start_web
@@ -115,7 +127,7 @@ async def _serve(
         bus = MqttBus(host, int(port))
     chain = None
     if deployment is not None and demo is None:
-        chain = _chain_actions(deployment, rpc, keystore)
+        chain = _chain_actions(deployment, rpc, keystore, *keys)
     running = await start_web(
         settings, demo=demo_options, bus=bus, chain=chain, webhook_url=webhook
     )
@@ -137,13 +149,19 @@ async def _serve(
     await serve_until(running, stop, console.print)
 
 
-def _chain_actions(deployment: Path, rpc: str | None, keystore: Path | None) -> ChainActions:
+def _chain_actions(
+    deployment: Path,
+    rpc: str | None,
+    keystore: Path | None,
+    wallets: Path | None = None,
+    vending_keystore: Path | None = None,
+) -> ChainActions:
     from meterchain.chain.client import EnergyMarketClient
     from meterchain.chain.deployment import load_deployment
     from meterchain.chain.keystore import PASSWORD_ENV, load_keystore, read_password
     from meterchain.chain.node import ANVIL_CHAIN_ID, connect, dev_account
     from meterchain.chain.sender import TransactionSender
-    from meterchain.web.chain_actions import ChainActions
+    from meterchain.web.chain_actions import ChainActions, ledger_contracts, load_wallets
 
     record = load_deployment(deployment)
     w3 = connect(rpc or record.rpc_url)
@@ -155,8 +173,19 @@ def _chain_actions(deployment: Path, rpc: str | None, keystore: Path | None) -> 
         from meterchain.chain.errors import ChainError
 
         raise ChainError("not a local anvil: pass --keystore with the operator's key")
+    sender = TransactionSender(w3, account)
+    vending = None
+    if vending_keystore is not None:
+        vending = load_keystore(vending_keystore, read_password(env=PASSWORD_ENV, file=None))
+    households = {}
+    if wallets is not None:
+        households = load_wallets(wallets, read_password(env="MCHAIN_WALLETS_PASSWORD"))
     return ChainActions(
-        EnergyMarketClient(TransactionSender(w3, account), record.address("EnergyMarket"))
+        EnergyMarketClient(sender, record.address("EnergyMarket")),
+        ledger_contracts(
+            record.contracts, sender, from_block=record.deployed_at_block, vending_key=vending
+        ),
+        households,
     )
 
 

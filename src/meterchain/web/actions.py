@@ -18,6 +18,7 @@ from meterchain.chain.errors import ChainError
 from meterchain.config import Tariffs
 from meterchain.store.accounts import LANGUAGES, ApiTokenRow, AuditRow, UserRow
 from meterchain.store.community import AlarmRow, BoardConfigRow, MeterRow
+from meterchain.web.chain_actions import ChainActions, NotDeployed, NoWallet
 from meterchain.web.queries import config_in_force, config_json
 from meterchain.web.security import User, issue_api_token, now_utc
 from meterchain.web.services import WebServices
@@ -100,15 +101,34 @@ async def change_config(
     return stored
 
 
-def _chain(svc: WebServices) -> Any:
+def _chain(svc: WebServices) -> ChainActions:
     if svc.chain is None:
         raise ActionError("this web server has no chain connection (start it with --deployment)")
     return svc.chain
 
 
+def chain_of(svc: WebServices) -> ChainActions:
+    """The chain actions, or ActionError (404) when this server has no chain connection."""
+    if svc.chain is None:
+        raise ActionError(
+            "this web server has no chain connection (start it with --deployment)", status=404
+        )
+    return svc.chain
+
+
 async def _on_chain(what: str, call: Any, *args: Any) -> Any:
+    """Run a blocking chain call in a thread; its failures as ActionErrors people can act on."""
+    return await asyncio.to_thread(on_chain_now, what, call, *args)
+
+
+def on_chain_now(what: str, call: Any, *args: Any) -> Any:
+    """A chain call in this thread (the app runs plain `def` handlers in its thread pool)."""
     try:
-        return await asyncio.to_thread(call, *args)
+        return call(*args)
+    except NotDeployed as exc:
+        raise ActionError(str(exc), status=404) from None
+    except NoWallet as exc:
+        raise ActionError(str(exc), status=409) from None
     except ChainError as exc:
         raise ActionError(f"the chain refused to {what}: {exc}", status=409) from None
     except ValueError as exc:

@@ -10,7 +10,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from meterchain.web import api, live, pages
+from meterchain.web import (
+    api,
+    ledger_api,
+    ledger_pages,
+    live,
+    pages,
+    prepaid_api,
+    prepaid_pages,
+)
 from meterchain.web.deps import NotLoggedIn, formatter
 from meterchain.web.services import WebServices
 
@@ -43,8 +51,12 @@ def create_app(services: WebServices) -> FastAPI:
     )
     app.state.services = services
     app.include_router(api.router)
+    app.include_router(ledger_api.router)
+    app.include_router(prepaid_api.router)
     app.include_router(live.router)
     app.include_router(pages.router)
+    app.include_router(ledger_pages.router)
+    app.include_router(prepaid_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)

@@ -5,6 +5,13 @@ loopback, a local anvil with the contracts, prosumer, market and grid agents on 
 in-process bus), with the operator's monitor agent recording everything into the web's
 database, and an interval every `interval_wall_s` seconds of real time instead of as fast as
 possible. The boards' trading devices take their configuration from the web interface.
+
+The ledger's applications run as in the simulation: the PV meters are certificate devices
+and a certificate agent issues each delivered interval; a scenario's community plant has its
+fund; prepaid households have their PrepaidMeter, the operator's prepaid agent and their
+boards' relay side (its low-credit warnings go to the monitor). The web keeps each
+household's owner account as its wallet (with some credit in it), so the demo's households
+can retire certificates, top up, buy shares and pay from the pages.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from sqlalchemy import delete
 
 from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
 from meterchain.agents.bus_local import LocalBus
+from meterchain.agents.certificates import CertificateAgent
 from meterchain.agents.grid import GridAgent
 from meterchain.agents.market import MarketAgent
 from meterchain.agents.messages import TariffNotice
@@ -29,13 +37,16 @@ from meterchain.agents.monitor import AlarmListener, MonitorAgent, new_meter
 from meterchain.agents.prosumer import ProsumerAgent
 from meterchain.agents.runtime import Agent
 from meterchain.chain.client import EnergyMarketClient
+from meterchain.chain.units import to_units
 from meterchain.clock import ManualClock
 from meterchain.config import Scenario
 from meterchain.devices.battery import SimulatedBattery
+from meterchain.ledger.issuer import CertificateIssuer
 from meterchain.market.clearing import Mechanism
 from meterchain.meters.registry import open_meter
 from meterchain.meters.sim.registry import client_url, start_simulator
 from meterchain.meters.sim.server import RunningServer
+from meterchain.prepaid.simulation import set_chain_time
 from meterchain.sim.community import (
     HORIZON_STEPS,
     ChainSetup,
@@ -57,13 +68,15 @@ from meterchain.store.community import (
     TradeRow,
 )
 from meterchain.store.db import Store, open_store
-from meterchain.store.records import Records
-from meterchain.web.chain_actions import ChainActions
+from meterchain.store.records import RecordRow, Records
+from meterchain.web.chain_actions import ChainActions, ledger_contracts
 from meterchain.web.security import create_user
 
 log = logging.getLogger(__name__)
 
 OPERATOR = ("operador", "operador-demo")
+WALLET_CREDIT = 200  # currency units in each household's wallet at the start
+ROLE_GRANTED = "RoleGranted(bytes32,address,address)"
 
 
 def prosumer_login(meter_id: str) -> tuple[str, str]:
@@ -91,16 +104,18 @@ class DemoCommunity:
     coordinator: Coordinator | None = None
     grid: GridAgent | None = None
     alarm_log: AlarmListener | None = None
+    certifier: CertificateAgent | None = None
     intervals_done: int = 0
     _agent_store: Store | None = None
+    _chain: ChainActions | None = None
 
     def __post_init__(self) -> None:
         self.clock = ManualClock(self.scenario.start - timedelta(seconds=self.scenario.interval_s))
 
     @property
     def chain(self) -> ChainActions:
-        assert self.chain_setup is not None, "start the demo first"
-        return ChainActions(self.chain_setup.market)
+        assert self._chain is not None, "start the demo first"
+        return self._chain
 
     @property
     def market_client(self) -> EnergyMarketClient:
@@ -129,8 +144,12 @@ class DemoCommunity:
             _setup_chain, scenario, self.households, self.work_dir
         )
         market_client = self.chain_setup.market
-        operator = market_client.sender.account.address
-        self._seed_web(operator)
+        self._chain = await asyncio.to_thread(self._chain_actions)
+        owners = await asyncio.to_thread(
+            lambda: {h.config.meter_id: self.chain.owner_of(h.config.meter_id)
+                     for h in self.households}
+        )  # fmt: skip
+        self._seed_web(owners)
         store = self._agent_store = open_store(f"sqlite:///{self.work_dir / 'agents.sqlite'}")
         decimals = market_client.credit.decimals
         tariffs = TariffNotice(
@@ -156,10 +175,25 @@ class DemoCommunity:
         self.monitor = MonitorAgent(
             "monitor", bus, store=self.web_store, clock=self.clock, interval_s=scenario.interval_s,
             tariffs=tariffs, balances=balances, webhook_url=self.webhook_url,
-            check_every_s=max(self.interval_wall_s / 4, 0.2),
+            check_every_s=max(self.interval_wall_s / 4, 0.2), decimals=decimals,
+            prepaid_states=chain.prepaid_state_changes if chain.has_prepaid else None,
+            prepaid_poll_s=max(self.interval_wall_s, 1.0),
         )  # fmt: skip
         self.alarm_log = AlarmListener("alarm-log", bus)
         self.agents = [self.coordinator, self.market, self.grid, self.monitor, self.alarm_log]
+        ledger = self.chain_setup.ledger
+        if ledger.certificates is not None:
+            # The market's sender (one nonce sequence) issues, as in the simulation.
+            issuer = CertificateIssuer(
+                ledger.certificates.with_sender(market_client.sender), market_client
+            )
+            self.certifier = CertificateAgent("certificates", bus, issuer=issuer)
+            self.agents.append(self.certifier)
+        prepaid = self.chain_setup.prepaid
+        if prepaid is not None:
+            prepaid_agent = prepaid.make_agent(bus, store, self.clock, "simulator")
+            prepaid_agent.alarms_to = "monitor"
+            self.agents.append(prepaid_agent)
         for household in self.households:
             await self._start_household(household, store, decimals)
         for agent in self.agents:
@@ -170,8 +204,36 @@ class DemoCommunity:
         with self.web_store.session() as session:
             for table in (MeterIntervalRow, MarketIntervalRow, TradeRow, AlarmRow, BoardConfigRow):
                 session.execute(delete(table))
+            session.execute(delete(RecordRow).where(RecordRow.agent == "monitor"))
 
-    def _seed_web(self, operator_address: str) -> None:
+    def _chain_actions(self) -> ChainActions:
+        """The web's chain actions on the demo's chain: the market, the ledger contracts the
+        scenario has, the prepaid contract with its vending key, and each household's owner
+        account as its wallet, with WALLET_CREDIT in it (blocking: run in a thread)."""
+        setup = self.chain_setup
+        assert setup is not None
+        market = setup.market
+        contracts: dict[str, str] = {}
+        ledger = setup.ledger
+        if ledger.certificates is not None:
+            contracts["EnergyCertificates"] = ledger.certificates.address
+        billing = _billing_address(market)
+        if billing is not None:
+            contracts["Billing"] = billing
+        if ledger.fund is not None:
+            contracts["CommunityFund"] = ledger.fund.address
+        vending = None
+        if setup.prepaid is not None and setup.prepaid.client is not None:
+            contracts["PrepaidMeter"] = setup.prepaid.client.address
+            vending = setup.prepaid.vending_key
+        units = to_units(WALLET_CREDIT, market.credit.decimals)
+        for account in ledger.owners.values():
+            market.credit.mint(account.address, units)
+        return ChainActions(
+            market, ledger_contracts(contracts, market.sender, vending_key=vending), ledger.owners
+        )
+
+    def _seed_web(self, owners: dict[str, str]) -> None:
         with self.web_store.session() as session:
             from sqlalchemy import select
 
@@ -195,7 +257,7 @@ class DemoCommunity:
                 row.kind = "prosumer" if config.pv_kwp > 0 else "consumer"
                 row.pv_kwp, row.battery_kwh = config.pv_kwp, config.battery_kwh
                 row.signer = to_checksum_address(household.signer.address)
-                row.owner = operator_address
+                row.owner = owners[config.meter_id]
                 row.revoked = False
 
     async def _start_household(self, household: SimHousehold, store: Store, decimals: int) -> None:
@@ -204,7 +266,10 @@ class DemoCommunity:
         server = await start_simulator(config.protocol, household.model)
         self.servers[config.meter_id] = server
         household.server = server
-        household.meter = open_meter(client_url(config.protocol, server.port))
+        url = client_url(config.protocol, server.port)
+        if self.chain_setup is not None and self.chain_setup.prepaid is not None:
+            url = self.chain_setup.prepaid.meter_url(config, url)  # a DLMS relay: management
+        household.meter = open_meter(url)
         site = _site(config)
         records = Records(store, f"prosumer-{config.meter_id}")
         planner = ConfiguredPlanner(
@@ -219,12 +284,14 @@ class DemoCommunity:
             records, site, step_s=scenario.interval_s, timezone=scenario.location.timezone
         )
         assert self.chain_setup is not None
+        prepaid = self.chain_setup.prepaid
+        board = None if prepaid is None else prepaid.board(config, household.meter, self.clock)
         agent = ProsumerAgent(
             f"prosumer-{config.meter_id}", self.bus, meter_id=config.meter_id,
             meter=household.meter, signer=household.signer, domain=self.chain_setup.market.domain,
             planner=planner, records=records, clock=self.clock, coordinator="simulator",
             battery=SimulatedBattery(household.model) if config.battery_kwh else None,
-            decimals=decimals, retry_delay_s=0.05,
+            decimals=decimals, retry_delay_s=0.05, prepaid=board, alarms_to="monitor",
         )  # fmt: skip
         agent.monitor = "monitor"
         household.agent = agent
@@ -270,6 +337,9 @@ class DemoCommunity:
         await _tick(coordinator, "market", start, "clear")
         await coordinator.wait_for(("cleared",), interval, n)
         self.clock.set(start + step)
+        if self.chain_setup is not None and self.chain_setup.prepaid is not None:
+            # The cut-off rules read block time: it follows the demo's clock.
+            await asyncio.to_thread(set_chain_time, self.chain_setup.market.sender, start + step)
         await _tick(coordinator, "community", start, "delivery")
         await coordinator.wait_for(("delivery", "delivery-failed"), interval, n)
         await _tick(coordinator, "market", start, "settle")
@@ -310,3 +380,31 @@ class DemoCommunity:
         rows = [("operator", *OPERATOR)]
         rows += [("prosumer", *prosumer_login(h.config.meter_id)) for h in self.households]
         return rows
+
+
+def _billing_address(market: EnergyMarketClient) -> str | None:
+    """The Billing contract the suite deployed beside `market` (the contract that granted
+    BILLER_ROLE and bills in the market's credit), or None."""
+    from eth_utils.crypto import keccak
+
+    from meterchain.chain.ledger_clients import BillingClient
+
+    w3 = market.w3
+    logs = w3.eth.get_logs(
+        {
+            "fromBlock": 0,
+            "toBlock": "latest",
+            "topics": [
+                "0x" + keccak(text=ROLE_GRANTED).hex(),
+                "0x" + keccak(text="BILLER_ROLE").hex(),
+            ],
+        }
+    )
+    for log_entry in logs:
+        address = str(log_entry["address"])
+        try:
+            if BillingClient(market.sender, address).credit.address == market.credit.address:
+                return address
+        except Exception:  # another contract with a BILLER_ROLE: not ours
+            continue
+    return None

@@ -75,6 +75,12 @@ class Formatter:
             round(value, digits), format=f"#,##0.{'0' * digits}", locale=self.locale
         )
 
+    def wh(self, energy_wh: float | None) -> str:
+        """Whole watt-hours (a certificate's unit)."""
+        if energy_wh is None:
+            return "–"
+        return f"{format_decimal(round(energy_wh), format='#,##0', locale=self.locale)} Wh"
+
     def kwh(self, energy_wh: float | None) -> str:
         return "–" if energy_wh is None else f"{self.number(energy_wh / 1000, 2)} kWh"
 

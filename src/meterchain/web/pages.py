@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,7 +46,12 @@ def _to_datetime(value: str | datetime | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _unix_datetime(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
 TEMPLATES.env.filters["todt"] = _to_datetime
+TEMPLATES.env.filters["todt_unix"] = _unix_datetime
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "mc_login_csrf"
 

@@ -419,3 +419,36 @@ def latest_delivered(session: Session) -> int | None:
             MarketIntervalRow.delivered_at.is_not(None)
         )
     )
+
+
+def imported_by_interval(session: Session, meter_id: str) -> dict[int, int]:
+    """What the meter imported in each recorded interval (Wh, by interval start in Unix
+    seconds): the consumption 24/7 matching covers."""
+    rows = session.execute(
+        select(MeterIntervalRow.interval_start, MeterIntervalRow.imported_wh).where(
+            MeterIntervalRow.meter_id == meter_id
+        )
+    ).all()
+    found: dict[int, int] = {}
+    for start, imported in rows:
+        moment = utc(start)
+        if moment is not None and imported:
+            found[int(moment.timestamp())] = round(imported)
+    return found
+
+
+def meter_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(MeterRow.meter_id).order_by(MeterRow.meter_id)))
+
+
+def alarms_of_kinds(
+    session: Session, meter_id: str, prefix: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """A meter's alarms whose kind starts with `prefix`, newest first."""
+    rows = session.scalars(
+        select(AlarmRow)
+        .where(AlarmRow.meter_id == meter_id, AlarmRow.kind.startswith(prefix))
+        .order_by(AlarmRow.id.desc())
+        .limit(limit)
+    )
+    return [alarm_json(row) for row in rows]

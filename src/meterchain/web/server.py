@@ -98,9 +98,11 @@ async def start_web(
             services.chain = community.chain
         elif bus is not None:
             reader = None if chain is None else chain.balances
+            states = None if chain is None or not chain.has_prepaid else chain.prepaid_state_changes
             monitor = MonitorAgent(
                 "monitor", bus, store=store, clock=WallClock(), interval_s=settings.interval_s,
-                balances=reader, webhook_url=webhook_url,
+                balances=reader, webhook_url=webhook_url, prepaid_states=states,
+                decimals=2 if chain is None else chain.decimals,
             )  # fmt: skip
             await monitor.start()
             services.monitor = monitor

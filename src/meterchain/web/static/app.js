@@ -112,6 +112,47 @@ async function drawMeter() {
   node.dataset.span = meterSpan;
 }
 
+function hourLabels(rows) {
+  return rows.map((r) => localTime(r.hour));
+}
+
+function drawLedger() {
+  const found = data("ledger-data");
+  if (!found) return;
+  const words = data("i18n-ledger") || {};
+  const kwh = (wh) => +(wh / 1000).toFixed(3);
+  const base = { aria: { enabled: true }, animation: false, tooltip: { trigger: "axis" }, dataZoom: zoom };
+  const device = chart("chart-device-hours");
+  if (device && found.device_hours) {
+    device.setOption({ ...base, grid: { left: 50, right: 16, top: 20, bottom: 60 },
+      xAxis: { type: "category", data: hourLabels(found.device_hours) }, yAxis: { type: "value", name: "kWh" },
+      series: [{ name: words.issued, type: "bar", data: found.device_hours.map((r) => kwh(r.wh)), color: "#0b6e4f" }] }, true);
+    document.getElementById("chart-device-hours").dataset.points = String(found.device_hours.length);
+  }
+  const matching = chart("chart-matching");
+  if (matching && found.matching) {
+    matching.setOption({ ...base, legend: { top: 0 }, grid: { left: 50, right: 16, top: 36, bottom: 60 },
+      xAxis: { type: "category", data: hourLabels(found.matching) }, yAxis: { type: "value", name: "kWh" },
+      series: [
+        { name: words.consumption, type: "bar", data: found.matching.map((r) => kwh(r.consumption_wh)), color: "#a4161a" },
+        { name: words.certificates, type: "bar", data: found.matching.map((r) => kwh(r.certificates_wh)), color: "#0b6e4f" },
+        { name: words.matched, type: "line", step: "middle", data: found.matching.map((r) => kwh(r.matched_wh)), color: "#7a4b00" },
+      ] }, true);
+    document.getElementById("chart-matching").dataset.points = String(found.matching.length);
+  }
+  const devices = chart("chart-devices");
+  if (devices && found.devices) {
+    const hours = [...new Set(Object.values(found.devices).flat().map((r) => r.hour))].sort();
+    const series = Object.entries(found.devices).map(([meter, rows]) => {
+      const byHour = Object.fromEntries(rows.map((r) => [r.hour, kwh(r.wh)]));
+      return { name: meter, type: "bar", stack: "issued", data: hours.map((h) => byHour[h] ?? 0) };
+    });
+    devices.setOption({ ...base, legend: { top: 0 }, grid: { left: 50, right: 16, top: 36, bottom: 60 },
+      xAxis: { type: "category", data: hours.map(localTime) }, yAxis: { type: "value", name: "kWh" }, series }, true);
+    document.getElementById("chart-devices").dataset.points = String(hours.length);
+  }
+}
+
 async function refresh() {
   if (document.getElementById("community-data")) {
     const response = await fetch("/api/community", { credentials: "same-origin" });
@@ -145,5 +186,6 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   drawMeter();
+  drawLedger();
   live();
 });
