@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_harness import HOUSE, PV_BATTERY, PV_ONLY, LiveWeb, orders_of
+from live_harness import HOUSE, PREPAID, PV_BATTERY, PV_ONLY, LiveWeb, orders_of
 
+from meterchain.store.accounts import AuditRow
 from meterchain.web.demo import OPERATOR, prosumer_login
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,6 +267,102 @@ def test_the_operator_registers_and_rotates_a_meter_and_sets_tariffs_on_chain(
     assert {"meter.register", "meter.rotate", "tariffs.set"} <= actions
 
 
+def audited(live: LiveWeb, action: str) -> list[dict[str, Any]]:
+    """The audit log's entries of `action` (read from the server's database)."""
+    store = live.running.services.store if live.running is not None else None
+    assert store is not None
+    with store.session() as session:
+        rows = session.query(AuditRow).filter_by(action=action).order_by(AuditRow.id).all()
+        return [
+            {"actor": r.actor, "target": r.target, "after": json.loads(r.after or "{}")}
+            for r in rows
+        ]
+
+
+def test_a_household_retires_a_certificate_from_its_page(
+    page_for: Callable[..., Any], live: LiveWeb
+) -> None:
+    page = page_for(prosumer_login(PV_BATTERY))
+    path = f"{live.url}/meters/{PV_BATTERY}/certificates"
+
+    def certificates_held() -> int:
+        page.goto(path)
+        return page.locator("#certificate_id option").count()
+
+    wait_until(certificates_held, 30, "a certificate of the household's PV")
+    page.wait_for_selector("#chart-device-hours[data-points]")
+    assert page.locator("#chart-device-hours canvas").count() == 1
+    chosen = page.locator("#certificate_id option").first.get_attribute("value")
+    assert chosen is not None
+    certificate = int(chosen)
+    page.select_option("#certificate_id", chosen)
+    page.fill("#beneficiary", "Escola Municipal Fortaleza")
+    page.fill("#purpose", "24/7 supply of the school")
+    with page.expect_navigation():
+        page.click("#retire-submit")
+    page.wait_for_selector("#form-done")
+    row = page.locator(f"tr.retired[data-certificate='{certificate}']")
+    assert "Escola Municipal Fortaleza" in row.first.inner_text()
+    chain = live.demo.chain
+    owner = live.read(lambda: chain.owner_of(PV_BATTERY))
+    certificates = chain.ledger.certificates
+    assert certificates is not None
+    assert live.read(lambda: certificates.balance_of(owner, certificate)) == 0
+    [entry] = [e for e in audited(live, "certificate.retire") if e["target"].endswith(chosen)]
+    assert entry["actor"] == prosumer_login(PV_BATTERY)[0]
+    shot(page, "prosumer-certificates")
+
+
+def test_the_operator_issues_a_voucher_and_the_household_tops_up_with_it(
+    page_for: Callable[..., Any], live: LiveWeb
+) -> None:
+    operator = page_for(OPERATOR)
+    operator.goto(f"{live.url}/prepaid")
+    assert operator.locator(f"tr[data-meter='{PREPAID}']").count() == 1
+    operator.select_option("#voucher-meter", PREPAID)
+    operator.fill("#voucher-amount", "25,00")
+    with operator.expect_navigation():
+        operator.click("#voucher-issue")
+    code = operator.locator("#voucher-code").inner_text().strip()
+    assert code.count("-") >= 4
+    shot(operator, "operator-prepaid")
+
+    household = page_for(prosumer_login(PREPAID))
+    household.goto(f"{live.url}/meters/{PREPAID}/prepaid")
+    before = float(household.locator("#prepaid-credit").get_attribute("data-credit") or 0)
+    household.fill("#voucher-code", code)
+    with household.expect_navigation():
+        household.click("#voucher-submit")
+    household.wait_for_selector("#form-done")
+    after = float(household.locator("#prepaid-credit").get_attribute("data-credit") or 0)
+    assert after > before + 24  # the intervals meanwhile use a few cents
+    assert household.locator("#prepaid-state").get_attribute("data-state") == "supplied"
+    [entry] = audited(live, "prepaid.voucher")
+    assert entry["actor"] == prosumer_login(PREPAID)[0] and entry["after"]["amount"] == 25.0
+    with household.expect_navigation():  # the same code again: refused, and it says why
+        household.fill("#voucher-code", code)
+        household.click("#voucher-submit")
+    assert "VoucherAlreadyUsed" in household.locator("#form-error").inner_text()
+    shot(household, "prosumer-prepaid")
+
+
+def test_the_ledger_pages_show_the_community(page_for: Callable[..., Any], live: LiveWeb) -> None:
+    operator = page_for(OPERATOR)
+    operator.goto(f"{live.url}/certificates")
+    operator.wait_for_selector("#chart-devices[data-points]")
+    assert operator.locator("#chart-devices canvas").count() == 1
+    shot(operator, "operator-certificates")
+    operator.goto(f"{live.url}/fund")
+    assert operator.locator("section.fund").count() == 1
+    shot(operator, "operator-fund")
+    household = page_for(prosumer_login(HOUSE))
+    household.goto(f"{live.url}/meters/{HOUSE}/statements")
+    household.wait_for_selector("#statement-lines")
+    shot(household, "prosumer-statement")
+    household.goto(f"{live.url}/meters/{HOUSE}/certificates")
+    household.wait_for_selector("#chart-matching[data-points]")
+
+
 MAIN_PAGES = [
     (None, "/login"),
     (OPERATOR, "/community"),
@@ -276,6 +373,14 @@ MAIN_PAGES = [
     (OPERATOR, "/audit"),
     (prosumer_login(HOUSE), f"/meters/{HOUSE}"),
     (prosumer_login(HOUSE), "/account"),
+    (OPERATOR, "/certificates"),
+    (OPERATOR, "/fund"),
+    (OPERATOR, "/prepaid"),
+    (OPERATOR, f"/meters/{PV_BATTERY}/statements"),
+    (prosumer_login(HOUSE), f"/meters/{HOUSE}/certificates"),
+    (prosumer_login(HOUSE), f"/meters/{HOUSE}/statements"),
+    (prosumer_login(HOUSE), "/fund"),
+    (prosumer_login(PREPAID), f"/meters/{PREPAID}/prepaid"),
 ]
 
 

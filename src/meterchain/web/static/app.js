@@ -124,7 +124,7 @@ function drawLedger() {
   const base = { aria: { enabled: true }, animation: false, tooltip: { trigger: "axis" }, dataZoom: zoom };
   const device = chart("chart-device-hours");
   if (device && found.device_hours) {
-    device.setOption({ ...base, grid: { left: 50, right: 16, top: 20, bottom: 60 },
+    device.setOption({ ...base, grid: { left: 50, right: 16, top: 30, bottom: 60 },
       xAxis: { type: "category", data: hourLabels(found.device_hours) }, yAxis: { type: "value", name: "kWh" },
       series: [{ name: words.issued, type: "bar", data: found.device_hours.map((r) => kwh(r.wh)), color: "#0b6e4f" }] }, true);
     document.getElementById("chart-device-hours").dataset.points = String(found.device_hours.length);
