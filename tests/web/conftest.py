@@ -56,17 +56,21 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def ledger_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def ledger_web(
+    postgres_server: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
     """The demo street on a real chain, stepped four intervals of a sunny morning and left
     idle: certificates issued and retired at issuance, the plant's fund, a prepaid meter, and
     the web app on it (households' wallets are the demo's). Shared by the ledger and prepaid
-    HTTP tests, which leave one another's changes alone."""
+    HTTP tests, which leave one another's changes alone. On PostgreSQL, like the operator's
+    server: the monitor's writes and the requests' run side by side."""
     from live_harness import SteppedDemo
     from web_fixtures import ChainWebApp
 
-    work = tmp_path_factory.mktemp("ledger-web")
-    stepped = SteppedDemo(f"sqlite:///{work / 'web.db'}", work / "demo")
+    url = postgres_server.create_database()  # type: ignore[attr-defined]
+    stepped = SteppedDemo(url, tmp_path_factory.mktemp("ledger-web"))
     stepped.start()
     assert stepped.store is not None and stepped.demo is not None
     yield ChainWebApp.on(stepped)
     stepped.stop()
+    postgres_server.drop_database(url)  # type: ignore[attr-defined]

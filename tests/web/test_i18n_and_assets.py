@@ -53,7 +53,7 @@ def test_every_reason_and_redirect_notice_the_code_can_give_has_words() -> None:
     used = _used_keys()
     assert {f"prepaid.reasons.{r}" for r in reasons} <= used
     pages = (WEB / "ledger_pages.py").read_text() + (WEB / "prepaid_pages.py").read_text()
-    notices = set(re.findall(r"done=([a-z_]+)", pages))
+    notices = set(re.findall(r"done=([a-z_]+)", pages) + re.findall(r'done="([a-z_]+)"', pages))
     for chosen in re.findall(r'done = "([a-z_]+)" if .* else "([a-z_]+)"', pages):
         notices |= set(chosen)
     assert notices and {f"done.{n}" for n in notices} <= used

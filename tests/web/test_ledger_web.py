@@ -12,19 +12,13 @@ import re
 from typing import Any
 
 from live_harness import HOUSE, PLANT, PV_BATTERY, PV_ONLY
-from web_fixtures import ChainWebApp, csrf_of
+from web_fixtures import ChainWebApp, audit_entries, csrf_of
 
 from meterchain.ledger.exports import IREC_COLUMNS
 from meterchain.ledger.period import Month
-from meterchain.store.accounts import AuditRow
 from meterchain.web.demo import OPERATOR, prosumer_login
 
 NOVEMBER = "2026-11"
-
-
-def audit_entries(app: ChainWebApp, action: str) -> list[AuditRow]:
-    with app.store.session() as session:
-        return list(session.query(AuditRow).filter_by(action=action).order_by(AuditRow.id))
 
 
 def held_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,18 +9,12 @@ import json
 import re
 
 from live_harness import HOUSE, PREPAID
-from web_fixtures import ChainWebApp, csrf_of
+from web_fixtures import ChainWebApp, audit_entries, csrf_of
 
 from meterchain.chain.units import to_units
 from meterchain.prepaid.agent import PrepaidAgent
-from meterchain.store.accounts import AuditRow
 from meterchain.store.community import AlarmRow
 from meterchain.web.demo import OPERATOR, prosumer_login
-
-
-def audit_entries(app: ChainWebApp, action: str) -> list[AuditRow]:
-    with app.store.session() as session:
-        return list(session.query(AuditRow).filter_by(action=action).order_by(AuditRow.id))
 
 
 def credit_of(app: ChainWebApp) -> float:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from meterchain.agents.monitor import new_meter
+from meterchain.store.accounts import AuditRow
 from meterchain.store.community import AlarmRow, MarketIntervalRow, MeterIntervalRow, TradeRow
 from meterchain.store.db import Store, open_store
 from meterchain.web.app import create_app
@@ -118,3 +119,9 @@ class ChainWebApp(WebApp):
         chain = self.services.chain
         assert chain is not None
         return chain
+
+
+def audit_entries(app: WebApp, action: str) -> list[AuditRow]:
+    """The audit log's entries of `action`, oldest first."""
+    with app.store.session() as session:
+        return list(session.query(AuditRow).filter_by(action=action).order_by(AuditRow.id))

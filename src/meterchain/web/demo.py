@@ -145,10 +145,8 @@ class DemoCommunity:
         )
         market_client = self.chain_setup.market
         self._chain = await asyncio.to_thread(self._chain_actions)
-        owners = await asyncio.to_thread(
-            lambda: {h.config.meter_id: self.chain.owner_of(h.config.meter_id)
-                     for h in self.households}
-        )  # fmt: skip
+        ids = [h.config.meter_id for h in self.households]
+        owners = await asyncio.to_thread(lambda: {m: self.chain.owner_of(m) for m in ids})
         self._seed_web(owners)
         store = self._agent_store = open_store(f"sqlite:///{self.work_dir / 'agents.sqlite'}")
         decimals = market_client.credit.decimals

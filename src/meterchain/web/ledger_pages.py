@@ -218,14 +218,15 @@ def fund_page(request: Request, caller: PageCaller, svc: Services) -> HTMLRespon
     if chain is None or not chain.funds:
         return render(request, caller, "fund.html", deployed=False, funds=[], **_flash(request))
     meter_id = None if caller.user.is_operator else caller.user.meter_id
-    account = None if meter_id is None else household_account(chain, meter_id)
+    account = wallet_credit = None
+    if meter_id is not None:
+        account = household_account(chain, meter_id)
+        wallet_credit = _read("read the wallet", chain.wallet_credit, meter_id)
     funds = _read("read the community funds", chain.fund_statuses, account)
     return render(
         request, caller, "fund.html", deployed=True, funds=funds, meter_id=meter_id,
-        to_currency=chain.to_currency, can_sign=meter_id is not None and chain.has_wallet(meter_id),
-        wallet_credit=None if meter_id is None else _read("read the wallet", chain.wallet_credit,
-                                                          meter_id),
-        now=datetime.now(UTC), **_flash(request),
+        to_currency=chain.to_currency, wallet_credit=wallet_credit,
+        can_sign=meter_id is not None and chain.has_wallet(meter_id), **_flash(request),
     )  # fmt: skip
 
 

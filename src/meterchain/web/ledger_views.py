@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from meterchain.ledger.certificates import Certificate, CertificateBook, Retirement, iso
+from meterchain.ledger.certificates import _row as list_row
 from meterchain.ledger.matching import by_hour, hourly_match
 
 MAX_ROWS = 500  # rows a page lists (newest first); the API and exports give everything
@@ -24,15 +25,11 @@ def _row(
     owner: str,
     retirement: Retirement | None,
 ) -> dict[str, Any]:
-    """A `certificates list` row, with the retirement's purpose and period when it is one."""
+    """A `certificates list` row (the CLI's fields, made by the same function), with the
+    retirement's purpose and period when it is one."""
+    beneficiary = None if retirement is None else retirement.beneficiary
     return {
-        "id": certificate.id,
-        "meter_id": certificate.meter_id,
-        "interval_start": iso(certificate.interval_start),
-        "wh": wh,
-        "owner": owner,
-        "retired_for": None if retirement is None else retirement.beneficiary,
-        "technology": certificate.device.technology,
+        **list_row(certificate, wh, owner, beneficiary),
         "purpose": None if retirement is None else retirement.purpose,
         "period_start": None if retirement is None else iso(retirement.period_start),
         "period_end": None if retirement is None else iso(retirement.period_end),

@@ -4,6 +4,7 @@ operator's list of prepaid meters and the voucher form (the code is shown once).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -89,31 +90,47 @@ def household_prepaid(
     )  # fmt: skip
 
 
-@router.post("/meters/{meter_id}/prepaid/voucher")
-async def voucher_form(
-    request: Request, caller: PageCaller, svc: Services, meter_id: str
+async def _household_form(
+    request: Request,
+    caller: PageCaller,
+    svc: Services,
+    meter_id: str,
+    act: Callable[[dict[str, str]], Awaitable[object]],
+    *,
+    anchor: str,
+    done: str,
 ) -> Response:
+    """A household's prepaid form: checked, carried out by `act(form)`, back to its page."""
     await check_csrf(request, caller)
     _meter_or_404(svc, caller, meter_id)
     form = await _form(request)
     back = f"/meters/{meter_id}/prepaid"
     try:
-        await prepaid_actions.redeem_voucher(svc, caller.user, meter_id, form.get("code", ""))
+        await act(form)
     except actions.ActionError as exc:
-        return _back(back, exc, "#voucher")
-    return RedirectResponse(f"{back}?done=voucher", status_code=303)
+        return _back(back, exc, anchor)
+    return RedirectResponse(f"{back}?done={done}", status_code=303)
+
+
+@router.post("/meters/{meter_id}/prepaid/voucher")
+async def voucher_form(
+    request: Request, caller: PageCaller, svc: Services, meter_id: str
+) -> Response:
+    async def redeem(form: dict[str, str]) -> None:
+        await prepaid_actions.redeem_voucher(svc, caller.user, meter_id, form.get("code", ""))
+
+    return await _household_form(
+        request, caller, svc, meter_id, redeem, anchor="#voucher", done="voucher"
+    )
 
 
 @router.post("/meters/{meter_id}/prepaid/top-up")
 async def top_up_form(
     request: Request, caller: PageCaller, svc: Services, meter_id: str
 ) -> Response:
-    await check_csrf(request, caller)
-    _meter_or_404(svc, caller, meter_id)
-    form = await _form(request)
-    back = f"/meters/{meter_id}/prepaid"
-    try:
+    async def top_up(form: dict[str, str]) -> None:
         await prepaid_actions.top_up(svc, caller.user, meter_id, form.get("amount", ""))
-    except actions.ActionError as exc:
-        return _back(back, exc, "#top-up")
-    return RedirectResponse(f"{back}?done=topped_up", status_code=303)
+
+    return await _household_form(
+        request, caller, svc, meter_id, top_up, anchor="#top-up", done="topped_up"
+    )
