@@ -21,7 +21,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from meterchain.store.errors import StoreConflict, StoreError, StoreFull, StoreLocked
 
 DEFAULT_URL = "sqlite:///var/meterchain.db"
-DEFAULT_BUSY_TIMEOUT_MS = 5000
+# Writers wait this long for each other: long enough for a slow SD card, or a loaded machine
+# where several agents of one process (market, certificates, prepaid) write their outboxes.
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
 
 __all__ = [
     "Base",
