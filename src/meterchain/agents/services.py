@@ -339,6 +339,14 @@ def build_market(config: MarketConfig) -> Running:
         chain_retry_max_s=config.chain_retry_max_s,
     )
     agent.monitor = config.monitor_agent
+    if "EnergyCertificates" in deployment.contracts:  # issue 11: certify each delivery
+        from meterchain.agents.certificates import issue_after_delivery
+        from meterchain.chain.ledger_clients import EnergyCertificatesClient
+        from meterchain.ledger.issuer import CertificateIssuer
+
+        certificates = EnergyCertificatesClient(sender, deployment.address("EnergyCertificates"))
+        issuer = CertificateIssuer(certificates, client)
+        agent.after_delivery.append(issue_after_delivery(issuer, config.name))
     return Running(
         agent,
         bus,
