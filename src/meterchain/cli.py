@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, device, market, meter, simulate, web
+from meterchain.commands import agents, board, broker, chain, device, market, meter, simulate, web
 
 app = typer.Typer(
     name="meterchain",
@@ -21,6 +21,8 @@ app.add_typer(agents.grid_app, name="grid")
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(simulate.demo)
 app.add_typer(web.app, name="web")
+app.add_typer(broker.app, name="broker")
+app.add_typer(board.app, name="board")
 
 
 if __name__ == "__main__":
