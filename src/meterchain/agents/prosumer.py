@@ -376,7 +376,10 @@ class ProsumerAgent(Agent):
             # Rounded, not truncated: a float register of 987.654 kWh is 987,654 Wh.
             end = {"import_wh": round(reading.import_wh), "export_wh": round(reading.export_wh)}
             next_key = str(interval + self.planner.step_s)
-            self.records.put_once("boundary", next_key, end)
+            # The boundary recorded first wins, also as this reading's end: a board that died
+            # after recording it and before signing reads the meter again, and must not sign
+            # an end the next interval's start does not continue from.
+            end = self.records.put_once("boundary", next_key, end)
             start = self.records.get("boundary", key)
             if start is None:
                 log.info(
@@ -392,8 +395,8 @@ class ProsumerAgent(Agent):
                 interval=interval,
                 start_import_wh=int(start["import_wh"]),
                 start_export_wh=int(start["export_wh"]),
-                end_import_wh=end["import_wh"],
-                end_export_wh=end["export_wh"],
+                end_import_wh=int(end["import_wh"]),
+                end_export_wh=int(end["export_wh"]),
             )
             signed = sign_reading(self.domain, message, self.signer)
             submission = ReadingSubmission.from_signed(self.meter_id, signed)
