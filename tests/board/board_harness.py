@@ -22,6 +22,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from meterchain.agents.broker import Broker
 from meterchain.chain.keystore import TEST_SCRYPT_N, create_keystore
@@ -65,7 +67,13 @@ class MarketListener:
         self.client.on_connect = lambda c, *_: c.subscribe("meterchain/to/market/#", qos=1)
         self.client.on_message = self._heard
         self.client.reconnect_delay_set(0.1, 1)
-        self.client.connect(self.broker.host, self.broker.port)
+        # A persistent session: what the board sends while the listener reconnects (after a
+        # broker restart) waits for it at the broker.
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 3600
+        self.client.connect(
+            self.broker.host, self.broker.port, clean_start=False, properties=properties
+        )
         self.client.loop_start()
 
     def _heard(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
