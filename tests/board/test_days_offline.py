@@ -157,9 +157,16 @@ async def test_three_days_offline_the_board_reads_stores_runs_safely_and_catches
             async with asyncio.timeout(15):
                 while not bus.connected or bus.pending:
                     await asyncio.sleep(0.05)
+
+            def late_readings() -> list[dict[str, int]]:
+                heard = listener.of_type("reading")
+                return [r for r in heard if r["interval"] > last_heard.interval]
+
+            async with asyncio.timeout(15):  # the listener reconnects too (its session waited)
+                while not late_readings():
+                    await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
-            heard = listener.of_type("reading")
-            late = [r for r in heard if r["interval"] > last_heard.interval]
+            late = late_readings()
             # Only readings the market could still settle: none of the three days' old ones.
             settle_by = clock.now() - timedelta(seconds=STEP_S + SETTLE_S)
             assert late and all(r["interval"] >= settle_by.timestamp() for r in late), late

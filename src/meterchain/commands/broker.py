@@ -66,6 +66,14 @@ def config(
         typer.Option("--data-dir", help="Where the broker keeps sessions (default DIR/data)."),
     ] = None,
     community: Annotated[str | None, typer.Option(help="The community's name, for its CA.")] = None,
+    run_as_root: Annotated[
+        bool,
+        typer.Option(
+            "--run-as-root",
+            help="Keep mosquitto root (`user root`) instead of its own user: only for a trial "
+            "on one machine, from a directory the `mosquitto` user cannot reach.",
+        ),
+    ] = False,
 ) -> None:
     """Write mosquitto.conf, the community CA and the broker's certificate, one password per
     board, the market, the grid and the monitor, and the ACL. Run it again to add boards
@@ -91,12 +99,22 @@ def config(
         bind=settings["bind"],
         data_dir=data,
         community=settings["community"],
+        run_as_root=run_as_root,
     )
     remembered.write_text(json.dumps(settings, indent=2) + "\n")
-    owner = _mosquitto_user()
+    owner = None if run_as_root else _mosquitto_user()
     if owner is not None:  # run as root: the broker drops to `mosquitto` and must read these
         for path in [directory, data, *directory.rglob("*"), *data.rglob("*")]:
             os.chown(path, owner.pw_uid, owner.pw_gid)
+        blocked = _unreachable(directory.resolve(), owner)
+        if blocked is not None:
+            console.print(
+                f"warning: mosquitto drops to the user `mosquitto`, which cannot enter "
+                f"{blocked}: put the files where it can (e.g. --dir /etc/mosquitto/meterchain), "
+                "or for a trial on one machine add --run-as-root",
+                markup=False,
+                soft_wrap=True,
+            )
     table = Table(title=f"broker files in {directory}")
     table.add_column("agent")
     table.add_column("credential (copy to that process; [broker] password_file)")
@@ -108,8 +126,20 @@ def config(
         f"start: mosquitto -c {files.config}   reload after a change: kill -HUP <its pid>\n"
         f"each process: [broker] host = {files.hosts[0]!r}, port = {files.port}, username = its "
         f"agent's name, password_file = its file under {directory / CREDENTIALS_DIR}",
+        markup=False,
         soft_wrap=True,
     )
+
+
+def _unreachable(directory: Path, owner: pwd.struct_passwd) -> Path | None:
+    """The first parent directory `owner` may not enter (no search permission), if any."""
+    for parent in reversed(directory.parents):
+        stat = parent.stat()
+        if stat.st_uid == owner.pw_uid:
+            continue
+        if not stat.st_mode & (0o010 if stat.st_gid == owner.pw_gid else 0o001):
+            return parent
+    return None
 
 
 def _mosquitto_user() -> pwd.struct_passwd | None:
