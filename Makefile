@@ -52,8 +52,7 @@ check-arm: $(STAMP)
 
 # The full power-loss run of issue 13: 200 kill -9s of a board (make test runs a dozen).
 stress: setup
-	MCHAIN_CRASH_KILLS=200 $(PY) -m pytest tests/board/test_power_loss.py -q -p no:randomly \
-	  -o timeout=3600
+	MCHAIN_CRASH_KILLS=200 $(PY) -m pytest tests/board/test_power_loss.py -q
 
 # The web interface's front-end files, copied from the pinned npm packages (committed: served
 # locally, no CDN; a test checks they match node_modules).

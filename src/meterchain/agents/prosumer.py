@@ -116,10 +116,11 @@ class ProsumerAgent(Agent):
         # Set while the store's disk is nearly full (board/supervisor.py): skip the writes
         # that can be dropped (load history, heartbeats); signed orders and readings go on.
         self.drop_optional_writes = False
-        # Messages expire when they are no use any more (see bus_mqtt): orders at gate
-        # closure, readings at settlement. None: they never do (the simulation).
-        self.gate_closure_s: float | None = None
-        self.settle_delay_s: float | None = None
+        # Messages expire when the market can no longer use them (see bus_mqtt), in seconds
+        # from the interval's start: orders when it could no longer clear them, readings when
+        # it could no longer settle them. None: they never do (the simulation).
+        self.order_expiry_s: float | None = None
+        self.reading_expiry_s: float | None = None
 
     async def setup(self) -> None:
         await self.bus.join(self.name, self.community)
@@ -432,12 +433,8 @@ class ProsumerAgent(Agent):
 
     def _expiry(self, interval: int, phase: str) -> datetime | None:
         """When a message of this interval's `phase` is no use any more (None: never)."""
-        if phase == "order" and self.gate_closure_s is not None:
-            return datetime.fromtimestamp(interval - self.gate_closure_s, UTC)
-        if phase == "delivery" and self.settle_delay_s is not None:
-            step = self.planner.step_s
-            return datetime.fromtimestamp(interval + step + self.settle_delay_s, UTC)
-        return None
+        offset = self.order_expiry_s if phase == "order" else self.reading_expiry_s
+        return None if offset is None else datetime.fromtimestamp(interval + offset, UTC)
 
     # ---------------------------------------------------------------- devices (devices/board.py)
 

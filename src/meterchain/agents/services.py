@@ -311,8 +311,13 @@ def build_board(config: BoardConfig) -> Running:
     )
     agent.tariffs = _tariff_notice(config.tariffs)
     agent.monitor = config.monitor_agent
-    agent.gate_closure_s = config.schedule.gate_closure_s
-    agent.settle_delay_s = config.schedule.settle_delay_s
+    # A market that was down still clears an interval until it ends, and settles a delivery
+    # late for up to its catch-up window: past those, the board's messages are of no use.
+    schedule = config.schedule
+    agent.order_expiry_s = schedule.interval_s
+    agent.reading_expiry_s = (
+        schedule.interval_s + schedule.settle_delay_s + schedule.catch_up_intervals * interval_s
+    )
     ticker = _ticker(clock, config, board_phases(config.schedule), agent)
     database = store.engine.url.database
     supervisor = BoardSupervisor(
