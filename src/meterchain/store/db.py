@@ -102,12 +102,15 @@ def open_store(
     create: bool = True,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     echo: bool = False,
+    durable: bool = False,
 ) -> Store:
     """Open (and by default create or upgrade, with the Alembic migrations) the database.
 
     For SQLite files the parent directory is created, the journal is switched to WAL (readers
     never block the writer) and a busy timeout makes writers wait for each other instead of
-    failing at once.
+    failing at once. `durable` makes every commit reach the disk before it returns
+    (`synchronous = FULL`): a board records what it signed before sending it, and a power cut
+    must not undo that record, or the board could sign a second, different reading.
     """
     try:
         parsed = make_url(url)
@@ -133,7 +136,7 @@ def open_store(
     except Exception as exc:  # a missing driver, a malformed URL
         raise StoreError(f"cannot open the database {url}: {exc}") from None
     if is_sqlite:
-        _configure_sqlite(engine, busy_timeout_ms)
+        _configure_sqlite(engine, busy_timeout_ms, "FULL" if durable else "NORMAL")
     store = Store(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
     if create:
         try:
@@ -144,7 +147,7 @@ def open_store(
     return store
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Python's sqlite3 driver opens transactions lazily on its own; hand that to
@@ -154,7 +157,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
