@@ -237,7 +237,7 @@ def test_broker_config_writes_a_community_broker_that_runs(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     issued = sorted(p.name for p in (directory / "credentials").iterdir())
     assert issued == [
-        "grid.password", "market.password", "monitor.password",
+        "grid.password", "market.password", "monitor.password", "prepaid.password",
         "prosumer-10000001.password", "prosumer-10000002.password",
     ]  # fmt: skip
     for secret in [directory / "passwd", directory / "broker.key", directory / "ca.key"]:
@@ -253,7 +253,7 @@ def test_broker_config_writes_a_community_broker_that_runs(tmp_path: Path) -> No
     assert again.exit_code == 0, again.output
     assert (directory / "credentials" / "prosumer-10000001.password").read_text() == token
     users = [line.split(":")[0] for line in (directory / "passwd").read_text().splitlines()]
-    assert users == ["grid", "market", "monitor", "prosumer-10000001"]
+    assert users == ["grid", "market", "monitor", "prepaid", "prosumer-10000001"]
     # Mosquitto starts on the files as written and takes the market's login over TLS. (As
     # root, the command gave the files to the `mosquitto` user; a test's temporary directory is
     # not reachable by that user, so the broker stays root here.)

@@ -6,17 +6,17 @@ TLS. What they enforce:
 
 * TLS with the community's own CA (made here with the `cryptography` library); every process
   checks the broker's certificate against `ca.crt`.
-* One credential per agent: each board (`prosumer-METER_ID`), the market, the grid and the
-  operator's monitor. A credential is a random token in `credentials/AGENT.password` (mode
-  0600), copied to the process that uses it; the broker keeps only its PBKDF2-SHA512 hash
-  (Mosquitto 2's `$7$` format). Revoking an agent removes its line; the broker stops taking it
-  on its next reload (SIGHUP).
+* One credential per agent: each board (`prosumer-METER_ID`), the market, the grid, the
+  operator's monitor and the prepaid agent. A credential is a random token in
+  `credentials/AGENT.password` (mode 0600), copied to the process that uses it; the broker
+  keeps only its PBKDF2-SHA512 hash (Mosquitto 2's `$7$` format). Revoking an agent removes
+  its line; the broker stops taking it on its next reload (SIGHUP).
 * The ACL: a message to agent X from agent Y travels on `meterchain/to/X/from/Y`. Every client
   reads only `meterchain/to/ITSELF/…` and `meterchain/to/community/…`, and writes only under its
   own name (`…/from/ITSELF`); a board may write only to the operator's agents (market, grid,
-  monitor), which may write to anyone. So board A can neither read board B's mail nor write to
-  B, nor speak for B: the bus drops a message whose envelope names another sender than its
-  topic (`bus_mqtt`), and the topic's sender is what the broker authenticated.
+  monitor, prepaid), which may write to anyone. So board A can neither read board B's mail nor
+  write to B, nor speak for B: the bus drops a message whose envelope names another sender than
+  its topic (`bus_mqtt`), and the topic's sender is what the broker authenticated.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-OPERATOR_AGENTS = ("market", "grid", "monitor")
+OPERATOR_AGENTS = ("market", "grid", "monitor", "prepaid")
 COMMUNITY_GROUP = "community"
 PBKDF2_ITERATIONS = 101  # Mosquitto's own default; the tokens are random, not guessable words
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meterchain.agents.bus_mqtt import MqttBus
 from meterchain.agents.messages import TariffNotice, Tick
@@ -35,10 +35,12 @@ from meterchain.config import ConfigError, Tariffs
 from meterchain.roles import (
     BoardConfig,
     BrokerConfig,
+    ClockConfig,
     GridConfig,
     KeyConfig,
     MarketConfig,
     MarketRef,
+    ScheduleConfig,
 )
 from meterchain.store.bus_spool import MemorySpool, MessageSpool, Spool
 from meterchain.store.db import Store, open_store
@@ -159,8 +161,20 @@ async def drain_mailbox(agent: Agent, *, quiet_s: float = 0.3, max_s: float = 3.
         await asyncio.sleep(quiet_s)
 
 
-def _bus(
-    config: BoardConfig | MarketConfig | GridConfig,
+class BusRole(Protocol):
+    """What a role's config says about its bus: the broker, and the clock and schedule that
+    set how often a lost broker is tried again."""
+
+    @property
+    def broker(self) -> BrokerConfig: ...
+    @property
+    def clock(self) -> ClockConfig: ...
+    @property
+    def schedule(self) -> ScheduleConfig: ...
+
+
+def role_bus(
+    config: BusRole,
     spool: Spool | None,
     name: str,
     *,
@@ -265,7 +279,7 @@ def build_board(config: BoardConfig) -> Running:
     clock = CorrectedClock(build_clock(config.clock), skew, config.clock.speed)
     name = config.agent_name
     # A board starts without the broker (after a power cut in an outage, say) and works on.
-    bus = _bus(config, MessageSpool(store, name), name, clock=clock, wait_for_broker=False)
+    bus = role_bus(config, MessageSpool(store, name), name, clock=clock, wait_for_broker=False)
     bus.on_receive = lambda envelope: skew.observe(envelope.sender, envelope.sent_at)
     records = Records(store, name)
     interval_s = config.schedule.interval_s
@@ -391,7 +405,7 @@ def build_market(config: MarketConfig) -> Running:
         raise
 
     clock = build_clock(config.clock)
-    bus = _bus(config, MessageSpool(store, config.name), config.name, clock=clock)
+    bus = role_bus(config, MessageSpool(store, config.name), config.name, clock=clock)
     agent = MarketAgent(
         config.name,
         bus,
@@ -429,7 +443,7 @@ def build_grid(config: GridConfig) -> Running:
 
     clock = build_clock(config.clock)
     # Tariffs are announced again every interval: nothing to keep across a restart.
-    bus = _bus(config, MemorySpool(config.name), config.name, clock=clock)
+    bus = role_bus(config, MemorySpool(config.name), config.name, clock=clock)
     agent = GridAgent(
         config.name,
         bus,
