@@ -24,6 +24,8 @@ DEFAULT_URL = "sqlite:///var/meterchain.db"
 # Writers wait this long for each other: long enough for a slow SD card, or a loaded machine
 # where several agents of one process (market, certificates, prepaid) write their outboxes.
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
+# A transaction that will write after reading takes SQLite's write lock at its start.
+IMMEDIATE = "BEGIN IMMEDIATE"
 
 __all__ = [
     "Base",
@@ -72,8 +74,13 @@ class Store:
         The store's own tables come from the migrations (`migrate`); this is for tables a
         test or a plug-in defines on Base outside them.
         """
-        with translate_errors(self.url):
-            Base.metadata.create_all(self.engine)
+        with translate_errors(self.url), self.engine.connect() as connection:
+            # Reads the schema, then creates what is missing: on SQLite a plain (deferred)
+            # transaction that writes after another process's commit fails at once, busy
+            # timeout or not, so take the write lock first.
+            immediate = connection.execution_options(sqlite_begin=IMMEDIATE)
+            with immediate.begin():
+                Base.metadata.create_all(immediate)
 
     @contextlib.contextmanager
     def quick_write(self) -> Iterator[Connection]:
@@ -164,7 +171,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, synchronous: str) ->
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 @contextlib.contextmanager
