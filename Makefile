@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test bench lint typecheck pytest contracts clean setup web-assets
+.PHONY: run test bench lint typecheck pytest contracts clean setup web-assets check-arm stress
 
 setup: $(SYSTEM_STAMP) $(STAMP) $(NODE_STAMP)
 
@@ -44,6 +44,15 @@ test: $(SYSTEM_STAMP) lint typecheck pytest
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Every package a board installs (requirements-board.lock) has a wheel for ARM boards on PyPI.
+# Needs PyPI (downloads into pip's cache), so it is not part of `make test`; .ci/run runs it.
+check-arm: $(STAMP)
+	$(PY) scripts/check_arm_wheels.py
+
+# The full power-loss run of issue 13: 200 kill -9s of a board (make test runs a dozen).
+stress: setup
+	MCHAIN_CRASH_KILLS=200 $(PY) -m pytest tests/board/test_power_loss.py -q
 
 # The web interface's front-end files, copied from the pinned npm packages (committed: served
 # locally, no CDN; a test checks they match node_modules).

@@ -69,9 +69,9 @@ def one_shot(args: list[str], env: dict[str, str], cwd: Path) -> tuple[str, int]
     return output, int(usage.ru_maxrss)
 
 
-def shared_sections(broker_port: int, start: datetime, virtual_start: datetime) -> str:
+def clock_section(start: datetime, virtual_start: datetime) -> str:
     return (
-        f'[broker]\nport = {broker_port}\n[clock]\nspeed = {SPEED}\nstart = "{start.isoformat()}"\n'
+        f'[clock]\nspeed = {SPEED}\nstart = "{start.isoformat()}"\n'
         f'virtual_start = "{virtual_start.isoformat()}"\n'
     )
 
@@ -81,7 +81,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="meterchain-memory-"))
     env = {**os.environ, "MCHAIN_KEY_PASSWORD": PASSWORD, "HOME": str(root)}
     (root / "logs").mkdir()
-    broker = start_mosquitto(data_dir=root / "broker")
+    board_agents = [f"prosumer-{meter_id}" for meter_id, *_ in [*METERS, LIGHT_METER]]
+    broker = start_mosquitto(data_dir=root / "broker", agents=board_agents)
     node = start_anvil(state_dir=root / "chain")
     processes: dict[str, subprocess.Popen[bytes]] = {}
     one_shots: dict[str, int] = {}
@@ -95,7 +96,7 @@ def main() -> int:
         one_shot(["agent", "fund", "--grid", "--amount", "10000", "--mint"], env, root)
         start = datetime.now(UTC).replace(microsecond=0)
         virtual_start = start.replace(hour=13, minute=0, second=0) + timedelta(days=1)
-        shared = shared_sections(broker.port, start, virtual_start)
+        shared = clock_section(start, virtual_start)
         for meter_id, protocol, profile, pv_kwp in [*METERS, LIGHT_METER]:
             port = free_port()
             name = (
@@ -131,12 +132,16 @@ def main() -> int:
                 f'meter_id = "{meter_id}"\nmeter_url = "{URLS[protocol].format(port=port)}"\n'
                 f'store = "sqlite:///var/board-{meter_id}.db"\n'
                 f'[key]\nkeystore = "keys/board-{meter_id}.json"\n'
-                f"[site]\npv_kwp = {pv_kwp}\n" + shared
+                f"[site]\npv_kwp = {pv_kwp}\n"
+                + shared
+                + broker.toml_section(f"prosumer-{meter_id}")
             )
         (root / "market.toml").write_text(
-            'store = "sqlite:///var/market.db"\n[key]\nkeystore = "keys/operator.json"\n' + shared
+            'store = "sqlite:///var/market.db"\n[key]\nkeystore = "keys/operator.json"\n'
+            + shared
+            + broker.toml_section("market")
         )
-        (root / "grid.toml").write_text(shared)
+        (root / "grid.toml").write_text(shared + broker.toml_section("grid"))
         roles = {
             "market run": ["market", "run", "--config", "market.toml"],
             "grid run": ["grid", "run", "--config", "grid.toml"],

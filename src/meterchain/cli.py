@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from meterchain.commands import agents, chain, device, ledger, market, meter, prepaid, simulate, web
+from meterchain.commands import (
+    agents,
+    board,
+    broker,
+    chain,
+    device,
+    ledger,
+    market,
+    meter,
+    prepaid,
+    simulate,
+    web,
+)
 
 app = typer.Typer(
     name="meterchain",
@@ -25,6 +37,8 @@ app.add_typer(web.app, name="web")
 app.add_typer(ledger.certificates_app, name="certificates")
 app.add_typer(ledger.fund_app, name="fund")
 app.command(name="statement")(ledger.statement)
+app.add_typer(broker.app, name="broker")
+app.add_typer(board.app, name="board")
 
 
 if __name__ == "__main__":

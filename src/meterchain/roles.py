@@ -33,6 +33,10 @@ class BrokerConfig(RoleModel):
         default="MCHAIN_BROKER_PASSWORD", description="variable holding the broker password"
     )
     password_file: Path | None = Field(default=None, description="or: a file holding it")
+    password_credential: str | None = Field(
+        default=None,
+        description="or: a systemd credential (LoadCredential=) holding it, by name",
+    )
     tls_ca_file: Path | None = Field(
         default=None, description="connect with TLS, checking the broker against this CA"
     )
@@ -124,6 +128,11 @@ class KeyConfig(RoleModel):
     keystore: Path
     password_file: Path | None = None
     password_env: str = "MCHAIN_KEY_PASSWORD"
+    password_credential: str | None = Field(
+        default=None,
+        description="a systemd credential (LoadCredential=) holding the password, by name; "
+        "`meterchain board install` sets it",
+    )
 
 
 class SiteConfig(RoleModel):
@@ -161,6 +170,9 @@ class BoardConfig(RoleModel):
     decimals: int = Field(default=2, ge=0, le=18, description="the credit token's decimals")
     devices: DevicesConfig = DevicesConfig()
     prepaid: PrepaidBoardConfig = PrepaidBoardConfig()
+    retention_days: float = Field(
+        default=90, gt=0, description="how long the board keeps its interval records"
+    )
 
     @property
     def agent_name(self) -> str:

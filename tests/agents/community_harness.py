@@ -69,6 +69,7 @@ GRID_CREDIT = 10_000
 MARKET = "market"
 LOG_LEVEL = os.environ.get("MCHAIN_TEST_LOG_LEVEL", "info")
 MECHANISM = "pay-as-clear"
+OBSERVERS = ("chaos-observer",)
 EXECUTABLE = str(Path(sys.executable).with_name("meterchain"))
 
 
@@ -258,7 +259,7 @@ class Community:
             f'[key]\nkeystore = "{self.root / f"board-{spec.meter_id}.json"}"\n'
             f'[market]\ndeployment = "{self.root / "deployment.json"}"\n'
             f"[site]\npv_kwp = {spec.pv_kwp}\ndaily_kwh = 8.0\nhorizon_steps = 16\n"
-            + self._shared_sections()
+            + self._shared_sections(spec.agent)
         )
         return path
 
@@ -270,13 +271,13 @@ class Community:
             f'store = "sqlite:///{self.root / "market.db"}"\n'
             f'mechanism = "{MECHANISM}"\n'
             "chain_retry_max_s = 0.5\n"
-            f'[key]\nkeystore = "{self.root / "operator.json"}"\n' + self._shared_sections()
+            f'[key]\nkeystore = "{self.root / "operator.json"}"\n' + self._shared_sections(MARKET)
         )
         return path
 
     def grid_config(self, retail_price: float, feed_in_price: float) -> Path:
         path = self.root / "grid.toml"
-        shared = self._shared_sections().split("[tariffs]")[0]
+        shared = self._shared_sections("grid").split("[tariffs]")[0]
         path.write_text(
             'name = "grid"\n'
             + shared
@@ -297,11 +298,12 @@ class Community:
         self.grid_process = grid
         return grid
 
-    def _shared_sections(self) -> str:
+    def _shared_sections(self, agent: str) -> str:
+        """[broker] (logged in as `agent`, over TLS), [clock], [schedule] and [tariffs]."""
         schedule = "".join(f"{k} = {v}\n" for k, v in self.schedule.items())
         return (
-            f'[broker]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
-            f'[clock]\nspeed = {SPEED:g}\nstart = "{self.clock_start.isoformat()}"\n'
+            self.broker.toml_section(agent)
+            + f'[clock]\nspeed = {SPEED:g}\nstart = "{self.clock_start.isoformat()}"\n'
             f'virtual_start = "{self.virtual_start.isoformat()}"\n'
             f"[schedule]\n{schedule}"
             "[tariffs]\nretail_price = 0.80\nfeed_in_price = 0.30\n"
@@ -419,7 +421,12 @@ def start_community(
         "MCHAIN_KEY_PASSWORD": PASSWORD,
         "PYTHONUNBUFFERED": "1",
     }
-    broker = start_mosquitto(data_dir=root / "broker")
+    # The community's secured broker: a credential per board, the market, the grid, and the
+    # tests' own observers (which read the community's announcements like any agent).
+    broker = start_mosquitto(
+        data_dir=root / "broker",
+        agents=[*(spec.agent for spec in meters), *OBSERVERS],
+    )
     node = start_anvil(state_dir=root / "chain")
     try:
         w3 = connect(node.rpc_url)

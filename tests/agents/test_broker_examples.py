@@ -1,12 +1,9 @@
-"""The broker configurations in examples/ work as docs/deployment.md says.
+"""The hand-made broker configuration in examples/ works as docs/deployment.md says.
 
-- examples/mosquitto.conf: Mosquitto 2 takes the agents' anonymous loopback connections and
-  keeps their sessions on disk.
-- examples/mosquitto-secure.conf with examples/mosquitto.acl: only clients with a password get
-  in, over TLS; a board reads its own topic and the community's, never another board's.
-
-Each runs the real mosquitto on a copy of the example with only the port (and, for the secure
-one, the file paths) changed.
+examples/mosquitto-secure.conf with examples/mosquitto.acl: only clients with a password get
+in, over TLS; a board reads its own topic and the community's, never another board's. It runs
+the real mosquitto on a copy of the example with only the port and the file paths changed.
+(`meterchain broker config` writes the same ACL: tests/board/test_broker_security.py.)
 """
 
 from __future__ import annotations
@@ -75,39 +72,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def as_root_too(text: str) -> str:
     """Started as root, mosquitto switches to its own user, who cannot read a test's files."""
     return text + ("\nuser root\n" if os.geteuid() == 0 else "")
-
-
-@pytest.fixture
-def plain_broker(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    text = (EXAMPLES / "mosquitto.conf").read_text()
-    text = re.sub(r"^listener 1883 ", f"listener {port} ", text, flags=re.M)
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(as_root_too(text))
-    (tmp_path / "var" / "mosquitto").mkdir(parents=True)
-    process = run_mosquitto(config, port, tmp_path)
-    yield port
-    stop(process)
-
-
-async def test_the_example_broker_takes_the_agents_connections(
-    plain_broker: int, tmp_path: Path
-) -> None:
-    bus = MqttBus("127.0.0.1", plain_broker)
-    market, board = Inbox("market", bus), Inbox("prosumer-1", bus, ("community",))
-    await market.start()
-    await board.start()
-    try:
-        await board.send("market", Performative.INFORM, Note(text="an order"))
-        await market.send("community", Performative.INFORM, Note(text="cleared"))
-        async with asyncio.timeout(5):
-            while not (market.notes and board.notes):
-                await asyncio.sleep(0.02)
-        assert (market.notes, board.notes) == (["an order"], ["cleared"])
-    finally:
-        await market.stop()
-        await board.stop()
-        await bus.close()
 
 
 def make_certificates(directory: Path) -> None:

@@ -12,7 +12,6 @@ import pytest
 from pydantic import BaseModel
 
 from meterchain.agents.broker import Broker, start_mosquitto
-from meterchain.agents.bus_mqtt import MqttBus
 from meterchain.agents.runtime import Agent, Bus, Envelope, Performative, content_type
 from meterchain.store.bus_spool import MessageSpool
 from meterchain.store.db import open_store
@@ -49,7 +48,7 @@ class Listener(Agent):
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[list[Broker]]:
     """A broker that keeps its sessions on disk; the list holds the running one."""
-    running = [start_mosquitto(data_dir=tmp_path / "broker")]
+    running = [start_mosquitto(data_dir=tmp_path / "broker", superusers=["tester"])]
     yield running
     running[0].stop()
 
@@ -66,8 +65,7 @@ async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> N
 async def test_an_agent_keeps_handling_its_mail_while_the_broker_is_down(
     broker: list[Broker],
 ) -> None:
-    host, port = broker[0].host, broker[0].port
-    relay_bus, listener_bus = MqttBus(host, port), MqttBus(host, port)
+    relay_bus, listener_bus = broker[0].bus("tester"), broker[0].bus("tester")
     relay, listener = Relay("relay", relay_bus), Listener("listener", listener_bus)
     await relay.start()
     await listener.start()
@@ -91,12 +89,11 @@ async def test_an_agent_keeps_handling_its_mail_while_the_broker_is_down(
 async def test_what_an_agent_queued_goes_out_after_the_agent_itself_restarts(
     broker: list[Broker], tmp_path: Path
 ) -> None:
-    host, port = broker[0].host, broker[0].port
     store = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
-    listener_bus = MqttBus(host, port)
+    listener_bus = broker[0].bus("tester")
     listener = Listener("listener", listener_bus)
     await listener.start()
-    first_bus = MqttBus(host, port, spool=MessageSpool(store, "relay"))
+    first_bus = broker[0].bus("tester", spool=MessageSpool(store, "relay"))
     relay = Relay("relay", first_bus)
     await relay.start()
     try:
@@ -110,7 +107,7 @@ async def test_what_an_agent_queued_goes_out_after_the_agent_itself_restarts(
         await first_bus.close(flush_s=0)
 
         broker[0] = broker[0].restart()
-        second_bus = MqttBus(host, port, spool=MessageSpool(store, "relay"))
+        second_bus = broker[0].bus("tester", spool=MessageSpool(store, "relay"))
         again = Relay("relay", second_bus)
         await again.start()
         try:
@@ -130,12 +127,11 @@ async def test_a_message_is_kept_in_the_store_until_its_agent_has_handled_it(
 ) -> None:
     """Taken from the broker means written down: an agent killed before handling a message it
     has already acknowledged finds it again when it restarts."""
-    host, port = broker[0].host, broker[0].port
     store = open_store(f"sqlite:///{tmp_path / 'listener.db'}")
-    sender_bus = MqttBus(host, port)
+    sender_bus = broker[0].bus("tester")
     sender = Relay("relay", sender_bus)
     await sender.start()
-    first_bus = MqttBus(host, port, spool=MessageSpool(store, "listener"))
+    first_bus = broker[0].bus("tester", spool=MessageSpool(store, "listener"))
     mailbox = await first_bus.register("listener")  # registered, but no agent takes its mail
     try:
         sender.post_local(OutagePing(count=7))
@@ -145,7 +141,7 @@ async def test_a_message_is_kept_in_the_store_until_its_agent_has_handled_it(
         assert MessageSpool(store, "listener").unhandled_count() == 1
         await first_bus.close(flush_s=0)  # killed before it handled the ping
 
-        second_bus = MqttBus(host, port, spool=MessageSpool(store, "listener"))
+        second_bus = broker[0].bus("tester", spool=MessageSpool(store, "listener"))
         listener = Listener("listener", second_bus)
         await listener.start()
         try:

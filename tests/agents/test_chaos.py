@@ -33,6 +33,7 @@ from community_harness import (
     INTERVAL_S,
     NBR_PV_HOUSE,
     PV_HOUSE,
+    Broker,
     Community,
     Process,
     start_community,
@@ -49,7 +50,7 @@ KILLS_EACH = 3  # kill -9s of each board, the market and the grid
 BROKER_DOWN_S = 4.5  # 1.5 intervals
 CHAIN_DOWN_S = 3.0  # an interval
 MARKET_DOWN_S = 7.0  # over two intervals
-COMMUNITY_TOPIC = "meterchain/to/community"
+COMMUNITY_TOPIC = "meterchain/to/community/#"
 
 
 class BusObserver:
@@ -57,7 +58,7 @@ class BusObserver:
     intervals) without trusting any agent's store. A persistent session, so it hears what was
     said while the broker was restarting."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, broker: Broker) -> None:
         self.void: dict[int, str] = {}
         self.cleared: set[int] = set()
         self._lock = threading.Lock()
@@ -67,9 +68,11 @@ class BusObserver:
         self.client.on_connect = self._subscribe
         self.client.on_message = self._heard
         self.client.reconnect_delay_set(0.1, 1)
+        self.client.username_pw_set(*broker.credentials("chaos-observer"))
+        self.client.tls_set(ca_certs=str(broker.ca_file))
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 3600
-        self.client.connect(host, port, clean_start=False, properties=properties)
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=properties)
         self.client.loop_start()
 
     def _subscribe(self, client: mqtt.Client, *_: Any) -> None:
@@ -94,7 +97,11 @@ class BusObserver:
 
 
 def inject_hostile_messages(community: Community) -> int:
-    """Malformed and forged messages straight onto the market's topic; how many were sent."""
+    """Malformed and forged messages onto the market's topic; how many were sent.
+
+    From a compromised board: the broker takes only clients with a credential, and lets a
+    board write to the market only under its own name, so that is all an intruder can do."""
+    intruder = PV_HOUSE.agent
     interval = community.current_interval() + 2 * INTERVAL_S
     order = {
         "meter_id": PV_HOUSE.meter_id,
@@ -117,7 +124,7 @@ def inject_hostile_messages(community: Community) -> int:
         return json.dumps(
             {
                 "performative": "propose",
-                "sender": "intruder",
+                "sender": intruder,
                 "receiver": "market",
                 "content_type": content_type,
                 "content": content,
@@ -136,10 +143,13 @@ def inject_hostile_messages(community: Community) -> int:
         b'{"performative": "inform"}',
     ]
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(*community.broker.credentials(intruder))
+    client.tls_set(ca_certs=str(community.broker.ca_file))
     client.connect(community.broker.host, community.broker.port)
     client.loop_start()
     for payload in payloads:
-        client.publish("meterchain/to/market", payload, qos=1).wait_for_publish(5)
+        topic = f"meterchain/to/market/from/{intruder}"
+        client.publish(topic, payload, qos=1).wait_for_publish(5)
     client.loop_stop()
     client.disconnect()
     return len(payloads)
@@ -218,7 +228,7 @@ def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Community]:
 def test_a_community_under_chaos_settles_every_interval_once_and_conserves_money(
     community: Community, tmp_path: Path
 ) -> None:
-    observer = BusObserver(community.broker.host, community.broker.port)
+    observer = BusObserver(community.broker)
     try:
         before = community.read_registers()
         community.start_market(log_format="json")

@@ -162,7 +162,13 @@ def test_the_examples_share_one_clock_and_schedule() -> None:
     grid = load_toml(EXAMPLES / "grid.toml", GridConfig)
     assert board.schedule == market.schedule == grid.schedule
     assert board.clock == market.clock == grid.clock
-    assert board.broker == market.broker == grid.broker
+    assert same_broker(board) == same_broker(market) == same_broker(grid)
+
+
+def same_broker(config: BoardConfig | MarketConfig | GridConfig) -> tuple[object, ...]:
+    """What every process's [broker] shares: where it is and its CA (each logs in as itself)."""
+    broker = config.broker
+    return broker.host, broker.port, broker.tls_ca_file
 
 
 def test_the_one_machine_community_shares_one_clock_and_schedule() -> None:
@@ -178,12 +184,13 @@ def test_the_one_machine_community_shares_one_clock_and_schedule() -> None:
         "nbr14522+tcp",
     ]
     for board in boards:
-        assert (board.broker, board.clock, board.schedule) == (
-            market.broker, market.clock, market.schedule,
+        assert (same_broker(board), board.clock, board.schedule) == (
+            same_broker(market), market.clock, market.schedule,
         )  # fmt: skip
-        assert (grid.broker, grid.clock, grid.schedule) == (
-            market.broker, market.clock, market.schedule,
+        assert (same_broker(grid), grid.clock, grid.schedule) == (
+            same_broker(market), market.clock, market.schedule,
         )  # fmt: skip
+        assert board.broker.username == board.agent_name  # each logs in as itself
     # The walk-through replaces these two lines in every file with sed: each is there, once.
     for path in community.glob("*.toml"):
         text = path.read_text()
@@ -195,7 +202,7 @@ def test_the_deployment_guide_points_only_at_files_that_exist() -> None:
     guide = (EXAMPLES.parent / "docs" / "deployment.md").read_text()
     linked = set(re.findall(r"\]\(\.\./([^)#]+)\)", guide))
     mentioned = set(re.findall(r"(?:examples|tests/agents|bench)/[\w./-]+\w", guide))
-    assert "examples/mosquitto.conf" in mentioned and "examples/mosquitto-secure.conf" in linked
+    assert "meterchain broker config" in guide and "examples/mosquitto-secure.conf" in linked
     for path in linked | mentioned:
         assert (EXAMPLES.parent / path).exists(), path
 

@@ -197,3 +197,19 @@ async def test_a_batch_never_holds_more_meters_than_one_delivery_can_settle(
         assert any("more meters traded than one delivery can settle" in r for r in agent.refused)
     finally:
         store.close()
+
+
+async def test_what_follows_a_delivery_runs_once_it_is_settled(
+    agent: MarketAgent, chain: EnergyMarketClient
+) -> None:
+    """The deployed market issues the interval's certificates this way (agents/services.py)."""
+    enrol(chain, ["alice"])
+    followed: list[int] = []
+
+    async def follow_up(interval: int) -> None:
+        followed.append(interval)
+
+    agent.after_delivery.append(follow_up)
+    await agent._settle_step(INTERVAL)
+    assert followed == [INTERVAL]
+    assert chain.interval_status(INTERVAL) is IntervalStatus.DELIVERED

@@ -10,7 +10,6 @@ from pydantic import BaseModel
 
 from meterchain.agents.broker import Broker, start_mosquitto
 from meterchain.agents.bus_local import LocalBus
-from meterchain.agents.bus_mqtt import MqttBus
 from meterchain.agents.runtime import (
     Agent,
     Bus,
@@ -43,7 +42,7 @@ class Recorder(Agent):
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
-    running = start_mosquitto()
+    running = start_mosquitto(superusers=["tester"])  # one login for many agents
     yield running
     running.stop()
 
@@ -53,7 +52,7 @@ async def bus(request: pytest.FixtureRequest, broker: Broker) -> AsyncIterator[B
     if request.param == "local":
         yield LocalBus()
         return
-    mqtt = MqttBus(broker.host, broker.port)
+    mqtt = broker.bus("tester")
     yield mqtt
     await mqtt.close()
 
@@ -123,18 +122,18 @@ async def test_group_messages_reach_every_member(bus: Bus) -> None:
 
 
 async def test_mqtt_keeps_messages_for_an_agent_that_is_restarting(broker: Broker) -> None:
-    first_bus = MqttBus(broker.host, broker.port)
+    first_bus = broker.bus("tester")
     board = Recorder("board-restart", first_bus)
     await board.start()
     await board.stop()  # the board goes down; its session stays at the broker
     await first_bus.close()
 
-    market_bus = MqttBus(broker.host, broker.port)
+    market_bus = broker.bus("tester")
     market = Recorder("market-restart", market_bus)
     await market.start()
     await market.send("board-restart", Performative.INFORM, Ping(count=42))
 
-    second_bus = MqttBus(broker.host, broker.port)
+    second_bus = broker.bus("tester")
     again = Recorder("board-restart", second_bus)
     await again.start()
     try:

@@ -13,7 +13,6 @@ from eth_account import Account
 from prepaid_suite import OPERATOR, TUESDAY_10H, PrepaidSuite
 
 from meterchain.agents.broker import Broker, start_mosquitto
-from meterchain.agents.bus_mqtt import MqttBus
 from meterchain.agents.messages import DeliveryNotice
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.prepaid import PrepaidBoard
@@ -40,7 +39,7 @@ PASSWORD_ENV = "MCHAIN_PREPAID_TEST_PASSWORD"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    running = start_mosquitto()
+    running = start_mosquitto(agents=[f"prosumer-{METER}"])
     yield running
     running.stop()
 
@@ -59,11 +58,13 @@ def test_the_example_prepaid_config_shares_the_community_s_clock_and_schedule(
     examples = Path(__file__).resolve().parents[2] / "examples"
     prepaid = load_toml(examples / "prepaid.toml", PrepaidAgentConfig)
     market = load_toml(examples / "market.toml", MarketConfig)
-    assert (prepaid.schedule, prepaid.clock, prepaid.broker) == (
-        market.schedule,
-        market.clock,
-        market.broker,
-    )
+    assert (prepaid.schedule, prepaid.clock) == (market.schedule, market.clock)
+    # The same broker, logged in as itself.
+    same = ("host", "port", "tls_ca_file")
+    assert [getattr(prepaid.broker, f) for f in same] == [getattr(market.broker, f) for f in same]
+    assert prepaid.broker.username == "prepaid"
+    assert prepaid.broker.password_file is not None
+    assert prepaid.broker.password_file.name == "prepaid.password"
     text = (examples / "board.toml").read_text()
     board = tmp_path / "board.toml"
     board.write_text(text.replace("# [prepaid]\n# enabled", "[prepaid]\nenabled"))
@@ -95,7 +96,7 @@ async def test_the_deployed_agent_cuts_a_board_off_over_mqtt(
         f'meters = ["{METER}"]\ndeployment = "{deployment}"\n'
         f'store = "sqlite:///{tmp_path / "prepaid.sqlite"}"\npoll_s = 0.2\n'
         f'[key]\nkeystore = "{keystore}"\npassword_env = "{PASSWORD_ENV}"\n'
-        f"[broker]\nport = {broker.port}\n"
+        + broker.toml_section("prepaid")
     )
     running = build_prepaid(load_toml(config, PrepaidAgentConfig))
     assert "1 meters" in running.description
@@ -107,13 +108,13 @@ async def test_the_deployed_agent_cuts_a_board_off_over_mqtt(
     meter = open_meter(client_url("modbus", server.port))
     store = open_store(f"sqlite:///{tmp_path / 'board.sqlite'}")
     board = ProsumerAgent(
-        f"prosumer-{METER}", MqttBus("127.0.0.1", broker.port), meter_id=METER, meter=meter,
+        f"prosumer-{METER}", broker.bus(f"prosumer-{METER}"), meter_id=METER, meter=meter,
         signer=Account.create(), domain=MarketDomain(31337, "0x" + "11" * 20),
         planner=DerPlanner(Site(name=METER), lambda _s, n: ([0.0] * n, [1500.0] * n),
                            meter_id=METER),
         records=Records(store, "board"), clock=clock, prepaid=PrepaidBoard(METER, meter, clock),
     )  # fmt: skip
-    market_bus = MqttBus("127.0.0.1", broker.port)
+    market_bus = broker.bus("market")
     market = Agent("market", market_bus)
     agents = [running.agent, board, market]
     for agent in agents:

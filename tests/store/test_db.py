@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,42 @@ def test_tables_of_other_areas_are_created_from_base(tmp_path: Path) -> None:
         session.add(BlobRow(payload=b"x"))
     with store.session() as session:
         assert session.get(BlobRow, 1) is not None
+
+
+def test_creating_tables_while_another_process_writes_waits_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    # CI saw it: a harness opened the market's live database while the market wrote; its
+    # create_all read the schema, the market committed, and the CREATE then failed at once
+    # with "database is locked" (a deferred SQLite transaction cannot write on a stale
+    # snapshot, whatever the busy timeout).
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    writer = open_store(url)
+    with writer.session() as session:
+        session.execute(text("CREATE TABLE market_side (n INTEGER)"))
+    reader = open_store(url)
+
+    committed: list[threading.Thread] = []
+
+    def another_process_commits(*_args: Any, **_kwargs: Any) -> None:
+        def insert() -> None:
+            with writer.session() as session:
+                session.execute(text("INSERT INTO market_side VALUES (1)"))
+
+        thread = threading.Thread(target=insert)
+        thread.start()
+        thread.join(timeout=0.5)  # done at once unless create_all holds the write lock
+        committed.append(thread)
+
+    event.listen(BlobRow.__table__, "before_create", another_process_commits)
+    try:
+        reader.create_all()
+    finally:
+        event.remove(BlobRow.__table__, "before_create", another_process_commits)
+    committed[0].join()
+    with reader.session() as session:
+        assert session.execute(text("SELECT count(*) FROM market_side")).scalar() == 1
+        assert session.execute(text("SELECT count(*) FROM test_blobs")).scalar() == 0
 
 
 def test_a_failed_session_rolls_back(tmp_path: Path) -> None:

@@ -198,7 +198,6 @@ async def test_a_change_made_in_the_web_reaches_a_board_over_mqtt_and_its_ack_co
     from sqlalchemy import select
 
     from meterchain.agents.broker import start_mosquitto
-    from meterchain.agents.bus_mqtt import MqttBus
     from meterchain.agents.monitor import MonitorAgent, new_meter
     from meterchain.store.community import BoardConfigRow
     from meterchain.web.actions import change_config
@@ -206,13 +205,13 @@ async def test_a_change_made_in_the_web_reaches_a_board_over_mqtt_and_its_ack_co
     from meterchain.web.services import WebServices
     from meterchain.web.settings import WebSettings
 
-    broker = start_mosquitto()
+    broker = start_mosquitto(agents=["prosumer-40000001"])
     web_store = open_store(f"sqlite:///{tmp_path / 'web.db'}")
     board_store = open_store(f"sqlite:///{tmp_path / 'board.db'}")
     model = PhysicalMeter("40000001", clock)
     server = await start_simulator("modbus", model)
     meter = open_meter(client_url("modbus", server.port))
-    operator_bus, board_bus = MqttBus(broker.host, broker.port), MqttBus(broker.host, broker.port)
+    operator_bus, board_bus = broker.bus("monitor"), broker.bus("prosumer-40000001")
     monitor = MonitorAgent("monitor", operator_bus, store=web_store, clock=clock)
     records = Records(board_store, "prosumer-40000001")
     site = Site(name="40000001", battery=BATTERY)

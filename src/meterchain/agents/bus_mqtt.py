@@ -11,6 +11,14 @@ message once the broker has acknowledged it. A message taken from the broker is 
 spool before it is acknowledged and forgotten once the agent has handled it, so a process
 killed in between finds it again. QoS 1 means a message can arrive twice (after a reconnect or
 a restart), so agents handle every message idempotently.
+
+A message to X from Y goes to the topic `meterchain/to/X/from/Y`; an agent subscribes to
+`meterchain/to/NAME/#` and to its groups' topics. The community broker's ACL (`broker_files`)
+lets a client write only under its own name, so the topic's sender is the one the broker
+authenticated: an envelope that names another sender is dropped. A message that carries an
+expiry (`Envelope.expires_at`, on the agent's clock) and is still in the spool when it passes
+is dropped instead of sent: an order after its gate closure or a reading after its settlement
+would only be refused.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -27,7 +36,8 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from meterchain.agents.runtime import Envelope, describe_error
-from meterchain.store.bus_spool import MemorySpool, Spool
+from meterchain.clock import Clock
+from meterchain.store.bus_spool import MemorySpool, Spool, Spooled
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +55,21 @@ class BusUnavailable(Exception):
 
 
 def agent_topic(name: str) -> str:
+    """Where messages to agent (or group) `name` go: its subscription is this plus `/#`."""
     return f"{TOPIC_PREFIX}/to/{name}"
+
+
+def message_topic(receiver: str, sender: str) -> str:
+    """The topic of one message: the receiver's, then the sender's name (the ACL checks it)."""
+    return f"{agent_topic(receiver)}/from/{sender}"
+
+
+def topic_sender(topic: str) -> str | None:
+    """The sender a message's topic names (None for a topic without one)."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] == TOPIC_PREFIX and parts[1] == "to" and parts[3] == "from":
+        return parts[4]
+    return None
 
 
 @dataclass
@@ -60,6 +84,7 @@ class _Session:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     connections: int = 0
     last_error: str = ""
+    connected_since: float | None = None  # monotonic seconds
 
 
 class MqttBus:
@@ -76,6 +101,9 @@ class MqttBus:
         connect_timeout_s: float = 10.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        wait_for_broker: bool = True,
+        clock: Clock | None = None,
+        on_receive: Callable[[Envelope], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -85,6 +113,11 @@ class MqttBus:
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        # A board starts (and keeps working) without the broker: its sessions connect in the
+        # background. Other processes wait for it at start, up to connect_timeout_s.
+        self.wait_for_broker = wait_for_broker
+        self.clock = clock  # the agents' clock, for messages' expiry
+        self.on_receive = on_receive  # sees each envelope fresh from the broker (board.skew)
         self._sessions: dict[str, _Session] = {}
         self._sender: aiomqtt.Client | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -94,10 +127,21 @@ class MqttBus:
         self.reconnects = 0  # connections made again after one was lost (all sessions + sender)
         self.published = 0
         self.dropped = 0  # messages refused by the broker for good, or malformed on arrival
+        self.expired = 0  # messages whose expiry passed before the broker could take them
+        self.impostors = 0  # envelopes naming another sender than their topic
 
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        """Whether every agent's session is connected to the broker now."""
+        return bool(self._sessions) and all(s.connected.is_set() for s in self._sessions.values())
+
+    @property
+    def last_error(self) -> str:
+        return next((s.last_error for s in self._sessions.values() if s.last_error), "")
 
     @property
     def pending(self) -> int:
@@ -140,6 +184,8 @@ class MqttBus:
             self._to_mailbox(session, kept.payload, kept.id)
         session.task = asyncio.create_task(self._run_session(session), name=f"mqtt:{name}")
         self._start_publisher()
+        if not self.wait_for_broker:
+            return session.mailbox
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await session.connected.wait()
@@ -157,7 +203,7 @@ class MqttBus:
         session.groups.add(group)
         if session.client is not None:
             with contextlib.suppress(aiomqtt.MqttError):  # resubscribed on reconnect anyway
-                await session.client.subscribe(agent_topic(group), qos=1)
+                await session.client.subscribe(agent_topic(group) + "/#", qos=1)
 
     async def _run_session(self, session: _Session) -> None:
         """Connect, subscribe, read into the mailbox; on any loss, back off and reconnect."""
@@ -175,8 +221,9 @@ class MqttBus:
                 continue
             try:
                 for topic in (session.name, *sorted(session.groups)):
-                    await client.subscribe(agent_topic(topic), qos=1)
+                    await client.subscribe(agent_topic(topic) + "/#", qos=1)
                 session.client = client
+                session.connected_since = asyncio.get_running_loop().time()
                 session.connections += 1
                 if session.connections > 1:
                     self.reconnects += 1
@@ -192,6 +239,7 @@ class MqttBus:
                 )
             finally:
                 session.client = None
+                session.connected_since = None
                 session.connected.clear()
                 with contextlib.suppress(Exception):
                     await client.__aexit__(None, None, None)
@@ -223,8 +271,20 @@ class MqttBus:
             if kept_id is not None:
                 self.spool.handled([kept_id])
             return False
+        claimed = topic_sender(topic) if topic else None
+        if claimed is not None and envelope.sender != claimed:
+            self.impostors += 1
+            log.warning(
+                "%s: dropped a message on %s that claims to come from %r",
+                session.name,
+                topic,
+                envelope.sender,
+            )
+            return False
         if kept_id is None:
             kept_id = self.spool.keep(session.name, payload)
+            if self.on_receive is not None:
+                self.on_receive(envelope)
         self._kept.setdefault(envelope.message_id, []).append(kept_id)
         session.mailbox.put_nowait(envelope)
         return True
@@ -239,7 +299,8 @@ class MqttBus:
 
     async def send(self, envelope: Envelope) -> None:
         """Queue for publishing (QoS 1) and return at once: never waits for the broker."""
-        self.spool.push(agent_topic(envelope.receiver), envelope.model_dump_json())
+        topic = message_topic(envelope.receiver, envelope.sender)
+        self.spool.push(topic, envelope.model_dump_json())
         self._idle.clear()
         self._wake.set()
         self._start_publisher()
@@ -254,7 +315,10 @@ class MqttBus:
         failures = 0
         while True:
             self._wake.clear()
-            batch = self.spool.peek(PUBLISH_BATCH)
+            peeked = self.spool.peek(PUBLISH_BATCH)
+            batch = self._unexpired(peeked)
+            if peeked and not batch:
+                continue
             if not batch:
                 self._idle.set()
                 await self._wake.wait()
@@ -263,7 +327,8 @@ class MqttBus:
                 try:
                     await self._publish(message.address, message.payload)
                 except aiomqtt.MqttCodeError as exc:
-                    if exc.rc in PERMANENT_PUBLISH_ERRORS:
+                    # A refused connection carries a (unhashable) ReasonCode, not an error code.
+                    if isinstance(exc.rc, int) and exc.rc in PERMANENT_PUBLISH_ERRORS:
                         self.dropped += 1
                         log.error(
                             "the broker at %s refuses a message to %s for good (%s); dropped it",
@@ -291,6 +356,28 @@ class MqttBus:
                     )
                     failures = 0
                     delay = self.backoff_initial_s
+
+    def _unexpired(self, batch: list[Spooled]) -> list[Spooled]:
+        """Drop (and forget) the messages of `batch` whose expiry has passed."""
+        if self.clock is None:
+            return batch
+        now = self.clock.now()
+        kept = []
+        for message in batch:
+            if '"expires_at":"' in message.payload:  # set (JSON null otherwise)
+                expires_at = Envelope.model_validate_json(message.payload).expires_at
+                if expires_at is not None and expires_at <= now:
+                    self.spool.sent(message.id)
+                    self.expired += 1
+                    continue
+            kept.append(message)
+        if len(kept) < len(batch):
+            log.info(
+                "dropped %d queued messages whose time had passed (%d dropped so far)",
+                len(batch) - len(kept),
+                self.expired,
+            )
+        return kept
 
     async def _publish(self, topic: str, payload: str) -> None:
         if self._sender is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
@@ -72,3 +73,19 @@ class CertificateAgent(Agent):
                 Ack(what="certified", interval=notice.interval),
             )
         return issuance
+
+
+def issue_after_delivery(issuer: CertificateIssuer, name: str) -> Callable[[int], Awaitable[None]]:
+    """A market agent's follow-up to a settled delivery: issue its certificates (a deployed
+    market does it with its own sender; anyone else may call `issue` too)."""
+
+    async def issue(interval: int) -> None:
+        issuance = await asyncio.to_thread(issuer.issue, interval)
+        log.info(
+            "%s: interval %d: %d certificates, %d Wh (%d Wh retired for local buyers)",
+            name, interval, issuance.certificates, issuance.certified_wh,
+            issuance.auto_retired_wh,
+            extra={"event": "certified", "interval": interval, "wh": issuance.certified_wh},
+        )  # fmt: skip
+
+    return issue

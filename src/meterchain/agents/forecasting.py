@@ -1,7 +1,8 @@
 """What a deployed board expects over its planning horizon: PV and load per step.
 
 A board knows its site (PV peak power, place, expected daily consumption) and what its meter
-measured. PV is the clear-sky profile of the site (pvlib, offline). Load is the measured net
+measured. PV is the clear-sky profile of the site (numpy only: `board.solar`; pvlib and pandas
+stay off a board). Load is the measured net
 import per interval once there is history and no PV hides it in the net; otherwise the daily
 consumption spread evenly: an honest first guess that the MILP can plan with.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from meterchain.der.forecast import clear_sky_pv_w, load_forecast_w
+from meterchain.board.solar import clear_sky_pv_w
+from meterchain.der.forecast import load_forecast_w
 from meterchain.roles import SiteConfig
 from meterchain.store.records import Records
 
@@ -56,7 +58,6 @@ class BoardForecast:
                     start,
                     latitude=self.site.latitude,
                     longitude=self.site.longitude,
-                    altitude_m=self.site.altitude_m,
                     peak_power_w=self.site.pv_kwp * 1000,
                     steps=steps,
                     step_s=self.step_s,

@@ -26,7 +26,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -214,6 +214,9 @@ class MarketAgent(Agent):
         self.refused: list[str] = []
         self.chain_retries = 0
         self.monitor: str | None = None  # where refusals go as alarms (agents/monitor.py)
+        # What follows each settled delivery, in order (the deployed market issues the
+        # interval's certificates here, through its own sender: one nonce sequence).
+        self.after_delivery: list[Callable[[int], Awaitable[None]]] = []
         self.void: dict[int, VoidNotice] = {}
         self._steps: asyncio.Queue[tuple[str, int]] = asyncio.Queue()  # chain work, in order
         self._queued: set[tuple[str, int]] = set()
@@ -452,6 +455,11 @@ class MarketAgent(Agent):
                 "missing_readings": notice.missing_readings,
             },
         )
+        for follow_up in self.after_delivery:  # e.g. the interval's certificates
+            try:
+                await follow_up(interval)
+            except ChainError as exc:
+                log.error("%s: after the delivery of interval %d: %s", self.name, interval, exc)
 
     # ---- meters -------------------------------------------------------------------------------
 

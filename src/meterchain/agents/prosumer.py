@@ -22,9 +22,11 @@ from meterchain.agents.messages import (
     ClearingNotice,
     ConfigUpdate,
     CurtailRequest,
+    DeliveryNotice,
     DeviceAlarmNotice,
     NoOrder,
     OrderSubmission,
+    PhaseName,
     ReadingSubmission,
     TariffNotice,
     Tick,
@@ -114,6 +116,14 @@ class ProsumerAgent(Agent):
         self.monitor: str | None = None  # where heartbeats go (agents/monitor.py), if anywhere
         self.last_reading: Reading | None = None
         self.last_meter_error: str | None = None
+        # Set while the store's disk is nearly full (board/supervisor.py): skip the writes
+        # that can be dropped (load history, heartbeats); signed orders and readings go on.
+        self.drop_optional_writes = False
+        # Messages expire when the market can no longer use them (see bus_mqtt), in seconds
+        # from the interval's start: orders when it could no longer clear them, readings when
+        # it could no longer settle them. None: they never do (the simulation).
+        self.order_expiry_s: float | None = None
+        self.reading_expiry_s: float | None = None
 
     async def setup(self) -> None:
         await self.bus.join(self.name, self.community)
@@ -142,6 +152,13 @@ class ProsumerAgent(Agent):
             await self._limit_export(key)  # now, not at the next interval
         elif isinstance(content, ClearingNotice):
             await self.on_cleared(content)
+        elif isinstance(content, DeliveryNotice):  # what the board knows of settlement
+            self.records.put_once(
+                "delivered",
+                str(content.interval),
+                {"tx_hash": content.tx_hash, "error": content.error,
+                 "reading_missing": self.meter_id in content.missing_readings},
+            )  # fmt: skip
         elif isinstance(content, ConfigUpdate):  # from the web interface, via the monitor
             handler = getattr(self.planner, "handler", None)  # agents/board_config.py
             if handler is not None:
@@ -195,11 +212,15 @@ class ProsumerAgent(Agent):
                 float(prepared.get("expected_import_wh", 0.0)),
                 float(prepared.get("expected_export_wh", 0.0)),
             )
+        expires_at = self._expiry(interval, "order")
         for submission in submissions:
-            await self.send(self.market, Performative.PROPOSE, submission)
+            await self.send(self.market, Performative.PROPOSE, submission, expires_at=expires_at)
         if not submissions:
             await self.send(
-                self.market, Performative.INFORM, NoOrder(meter_id=self.meter_id, interval=interval)
+                self.market,
+                Performative.INFORM,
+                NoOrder(meter_id=self.meter_id, interval=interval),
+                expires_at=expires_at,
             )
         summary = ", ".join(
             f"{s.side} {s.quantity_wh} Wh at {s.limit_price_units / 10**self.decimals:g}"
@@ -221,7 +242,7 @@ class ProsumerAgent(Agent):
             },
         )
         await self._ack("orders", interval)
-        await send_heartbeat(self, interval, "order")
+        await self._heartbeat(interval, "order")
 
     async def _prepare_orders(self, interval_start: datetime) -> dict[str, object]:
         interval = int(interval_start.timestamp())
@@ -230,7 +251,8 @@ class ProsumerAgent(Agent):
         if not fresh:  # the reading at the end of the last interval is the one at this start
             try:
                 reading = await self.read_meter()
-                self.records.put_once("readings", f"{interval}:order", reading.as_json())
+                if not self.drop_optional_writes:
+                    self.records.put_once("readings", f"{interval}:order", reading.as_json())
             except MeterError as exc:
                 log.warning("%s: no meter reading before interval %d: %s", self.name, interval, exc)
         if self.prepaid is not None and self.prepaid.relay_open:  # cut off: nothing to trade
@@ -278,8 +300,11 @@ class ProsumerAgent(Agent):
         """Record this meter's trades and apply the battery set-point for the interval."""
         mine = [t for t in notice.trades if self.meter_id in (t.buyer, t.seller)]
         self.records.put_once(
-            "trades", str(notice.interval), {"trades": [t.model_dump() for t in mine]}
-        )
+            "trades",
+            str(notice.interval),
+            {"trades": [t.model_dump() for t in mine], "tx_hash": notice.tx_hash,
+             "error": notice.error},
+        )  # fmt: skip
         setpoint = self.pending_battery_w.pop(str(notice.interval), None)
         expected = self.pending_exchange_wh.pop(str(notice.interval), (0.0, 0.0))
         if notice.error is not None and self.devices is not None:
@@ -354,14 +379,17 @@ class ProsumerAgent(Agent):
             except MeterError as exc:
                 log.error("%s: no reading for interval %d: %s", self.name, interval, exc)
                 await self._ack("delivery-failed", interval)
-                await send_heartbeat(self, interval, "delivery")
+                await self._heartbeat(interval, "delivery")
                 return
             if self.records.get("orders", key) and self.records.get("trades", key) is None:
                 await self._fall_back(key, reading)  # ordered, never heard the clearing
             # Rounded, not truncated: a float register of 987.654 kWh is 987,654 Wh.
             end = {"import_wh": round(reading.import_wh), "export_wh": round(reading.export_wh)}
             next_key = str(interval + self.planner.step_s)
-            self.records.put_once("boundary", next_key, end)
+            # The boundary recorded first wins, also as this reading's end: a board that died
+            # after recording it and before signing reads the meter again, and must not sign
+            # an end the next interval's start does not continue from.
+            end = self.records.put_once("boundary", next_key, end)
             start = self.records.get("boundary", key)
             if start is None:
                 log.info(
@@ -377,14 +405,19 @@ class ProsumerAgent(Agent):
                 interval=interval,
                 start_import_wh=int(start["import_wh"]),
                 start_export_wh=int(start["export_wh"]),
-                end_import_wh=end["import_wh"],
-                end_export_wh=end["export_wh"],
+                end_import_wh=int(end["import_wh"]),
+                end_export_wh=int(end["export_wh"]),
             )
             signed = sign_reading(self.domain, message, self.signer)
             submission = ReadingSubmission.from_signed(self.meter_id, signed)
             prepared = self.records.put_once("delivery", key, submission.model_dump())
         submission = ReadingSubmission.model_validate(prepared)
-        await self.send(self.market, Performative.INFORM, submission)
+        await self.send(
+            self.market,
+            Performative.INFORM,
+            submission,
+            expires_at=self._expiry(interval, "delivery"),
+        )
         imported = submission.end_import_wh - submission.start_import_wh
         exported = submission.end_export_wh - submission.start_export_wh
         log.info(
@@ -401,7 +434,16 @@ class ProsumerAgent(Agent):
             },
         )
         await self._ack("delivery", interval)
-        await send_heartbeat(self, interval, "delivery")
+        await self._heartbeat(interval, "delivery")
+
+    async def _heartbeat(self, interval: int, phase: PhaseName) -> None:
+        if not self.drop_optional_writes:
+            await send_heartbeat(self, interval, phase)
+
+    def _expiry(self, interval: int, phase: str) -> datetime | None:
+        """When a message of this interval's `phase` is no use any more (None: never)."""
+        offset = self.order_expiry_s if phase == "order" else self.reading_expiry_s
+        return None if offset is None else datetime.fromtimestamp(interval + offset, UTC)
 
     # ---------------------------------------------------------------- devices (devices/board.py)
 

@@ -46,6 +46,8 @@ class Envelope(BaseModel):
     message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     in_reply_to: str | None = None
     reply_by: datetime | None = None
+    # On the sender's (agent) clock: a message still unsent by then is dropped (bus_mqtt).
+    expires_at: datetime | None = None
     content_type: str
     content: dict[str, Any]
     sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -160,6 +162,7 @@ class Agent:
         conversation_id: str | None = None,
         in_reply_to: str | None = None,
         reply_by: datetime | None = None,
+        expires_at: datetime | None = None,
     ) -> Envelope:
         envelope = Envelope(
             performative=performative,
@@ -168,6 +171,7 @@ class Agent:
             conversation_id=conversation_id or uuid.uuid4().hex,
             in_reply_to=in_reply_to,
             reply_by=reply_by,
+            expires_at=expires_at,
             content_type=content_type_of(content),
             content=content.model_dump(mode="json"),
         )

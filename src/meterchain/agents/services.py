@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meterchain.agents.bus_mqtt import MqttBus
 from meterchain.agents.messages import TariffNotice, Tick
@@ -27,17 +28,19 @@ from meterchain.agents.ticker import (
     grid_phases,
     market_phases,
 )
-from meterchain.chain.errors import ChainError, DeploymentError
-from meterchain.chain.keystore import load_keystore, read_password
+from meterchain.chain.errors import ChainError, DeploymentError, KeystoreError
+from meterchain.chain.keystore import credential_file, load_keystore, read_password
 from meterchain.clock import Clock
 from meterchain.config import ConfigError, Tariffs
 from meterchain.roles import (
     BoardConfig,
     BrokerConfig,
+    ClockConfig,
     GridConfig,
     KeyConfig,
     MarketConfig,
     MarketRef,
+    ScheduleConfig,
 )
 from meterchain.store.bus_spool import MemorySpool, MessageSpool, Spool
 from meterchain.store.db import Store, open_store
@@ -82,7 +85,10 @@ def market_domain(ref: MarketRef) -> MarketDomain:
 
 
 def _unlock(key: KeyConfig) -> LocalAccount:
-    return load_keystore(key.keystore, read_password(env=key.password_env, file=key.password_file))
+    password = read_password(
+        env=key.password_env, file=key.password_file, credential=key.password_credential
+    )
+    return load_keystore(key.keystore, password)
 
 
 @dataclass
@@ -94,6 +100,7 @@ class Running:
     ticker: Ticker
     store: Store | None
     description: str
+    companions: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     def close_store(self) -> None:
         if self.store is not None:
@@ -114,6 +121,7 @@ async def serve(running: Running, stop: asyncio.Event, announce: Announce | None
     tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(running.ticker.run(), name="ticker"),
         *running.agent._tasks,
+        *(asyncio.create_task(run(), name="companion") for run in running.companions),
     ]
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
@@ -126,9 +134,12 @@ async def serve(running: Running, stop: asyncio.Event, announce: Announce | None
                     raise error
     finally:
         stopper.cancel()
-        tasks[0].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tasks[0]
+        extra = [tasks[0], *tasks[len(tasks) - len(running.companions) :]]
+        for task in extra:
+            task.cancel()
+        for task in extra:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await running.agent.stop()
         await running.bus.close()
         running.close_store()
@@ -150,11 +161,36 @@ async def drain_mailbox(agent: Agent, *, quiet_s: float = 0.3, max_s: float = 3.
         await asyncio.sleep(quiet_s)
 
 
-def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -> MqttBus:
+class BusRole(Protocol):
+    """What a role's config says about its bus: the broker, and the clock and schedule that
+    set how often a lost broker is tried again."""
+
+    @property
+    def broker(self) -> BrokerConfig: ...
+    @property
+    def clock(self) -> ClockConfig: ...
+    @property
+    def schedule(self) -> ScheduleConfig: ...
+
+
+def role_bus(
+    config: BusRole,
+    spool: Spool | None,
+    name: str,
+    *,
+    clock: Clock | None = None,
+    wait_for_broker: bool = True,
+) -> MqttBus:
     """The process's bus; what it sends and takes waits in `spool` (its store) for the broker."""
     broker = config.broker
     credentials = None
     if broker.username is not None:
+        if broker.username != name:
+            raise ConfigError(
+                f"[broker] username is {broker.username!r} but the agent is {name!r}: the "
+                "community broker lets each agent write only under its own name, so log in as "
+                f"{name!r} (with that agent's credential from `meterchain broker config`)"
+            )
         credentials = (broker.username, _broker_password(broker))
     # Try again at least ten times an interval, however fast the clock runs (5 s at most).
     interval_real_s = config.schedule.interval_s / config.clock.speed
@@ -166,21 +202,30 @@ def _bus(config: BoardConfig | MarketConfig | GridConfig, spool: Spool | None) -
         tls_ca_file=None if broker.tls_ca_file is None else str(broker.tls_ca_file),
         connect_timeout_s=broker.connect_timeout_s,
         backoff_max_s=min(5.0, max(0.2, interval_real_s / 10)),
+        wait_for_broker=wait_for_broker,
+        clock=clock,
     )
 
 
 def _broker_password(broker: BrokerConfig) -> str:
-    """The broker password from [broker] password_file, else the variable password_env."""
-    if broker.password_file is not None:
+    """The broker password from [broker] password_credential (systemd), password_file, else
+    the variable password_env."""
+    path = broker.password_file
+    if broker.password_credential is not None:
         try:
-            lines = broker.password_file.read_text().splitlines()
+            path = credential_file(broker.password_credential)
+        except KeystoreError as exc:
+            raise ConfigError(str(exc)) from None
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
         except OSError as exc:
             raise ConfigError(
-                f"cannot read the broker password file {broker.password_file}: {exc.strerror}"
+                f"cannot read the broker password file {path}: {exc.strerror}"
             ) from None
         if lines and lines[0]:
             return lines[0]
-        raise ConfigError(f"the broker password file {broker.password_file} is empty")
+        raise ConfigError(f"the broker password file {path} is empty")
     password = os.environ.get(broker.password_env)
     if not password:
         raise ConfigError(
@@ -208,25 +253,37 @@ def _ticker(
 
 
 def build_board(config: BoardConfig) -> Running:
-    """A board's ProsumerAgent: its meter, its key, its store, the market's domain."""
+    """A board's ProsumerAgent: its meter, its key, its store, the market's domain.
+
+    The key is unlocked first, before the agent's modules are imported: the key derivation's
+    memory is given back before the process grows, so it does not add to the peak.
+    """
+    signer = _unlock(config.key)
+
     from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
     from meterchain.agents.forecasting import BoardForecast
     from meterchain.agents.prosumer import ProsumerAgent
+    from meterchain.board.disk import DiskGuard
+    from meterchain.board.skew import CorrectedClock, SkewEstimator
+    from meterchain.board.supervisor import BoardSupervisor
     from meterchain.der.equipment import with_devices
     from meterchain.der.site import Battery, Site
     from meterchain.devices.board import open_board_devices
     from meterchain.meters.registry import open_meter
+    from meterchain.store.retention import Retention
 
-    signer = _unlock(config.key)
     domain = market_domain(config.market)
-    store = open_store(config.store)
-    clock = build_clock(config.clock)
+    store = open_store(config.store, durable=True)
+    # The board's clock, corrected by how far its host's clock is from the market's.
+    skew = SkewEstimator({config.market_agent, "grid"})
+    clock = CorrectedClock(build_clock(config.clock), skew, config.clock.speed)
     name = config.agent_name
-    bus = _bus(config, MessageSpool(store, name))
+    # A board starts without the broker (after a power cut in an outage, say) and works on.
+    bus = role_bus(config, MessageSpool(store, name), name, clock=clock, wait_for_broker=False)
+    bus.on_receive = lambda envelope: skew.observe(envelope.sender, envelope.sent_at)
     records = Records(store, name)
     interval_s = config.schedule.interval_s
     forecast = BoardForecast(config.site, records, step_s=interval_s)
-    forecast(clock.now(), 1)  # pvlib's first call is slow: pay for it before the first order
     devices = config.devices
     battery = None
     if devices.battery is not None:
@@ -276,14 +333,37 @@ def build_board(config: BoardConfig) -> Running:
     )
     agent.tariffs = _tariff_notice(config.tariffs)
     agent.monitor = config.monitor_agent
+    # A market that was down still clears an interval until it ends, and settles a delivery
+    # late for up to its catch-up window: past those, the board's messages are of no use.
+    schedule = config.schedule
+    agent.order_expiry_s = schedule.interval_s
+    agent.reading_expiry_s = (
+        schedule.interval_s + schedule.settle_delay_s + schedule.catch_up_intervals * interval_s
+    )
+    ticker = _ticker(clock, config, board_phases(config.schedule), agent)
+    database = store.engine.url.database
+    supervisor = BoardSupervisor(
+        agent,
+        bus,
+        clock=clock,
+        interval_s=interval_s,
+        speed=config.clock.speed,
+        guard=DiskGuard(Path(database).resolve().parent)
+        if store.engine.url.get_backend_name() == "sqlite" and database
+        else None,
+        retention=Retention(store, name, days=config.retention_days),
+        period_s=min(5.0, max(0.2, interval_s / config.clock.speed / 4)),
+        alive=lambda: all(not task.done() for task in agent._tasks),
+    )
     return Running(
         agent,
         bus,
-        _ticker(clock, config, board_phases(config.schedule), agent),
+        ticker,
         store,
         f"board agent {name} for meter {config.meter_id} ({config.meter_url}) on broker "
         f"{bus.where}, signing as {signer.address} for market {domain.market_address} on "
         f"chain {domain.chain_id}",
+        companions=[supervisor.run],
     )
 
 
@@ -325,7 +405,7 @@ def build_market(config: MarketConfig) -> Running:
         raise
 
     clock = build_clock(config.clock)
-    bus = _bus(config, MessageSpool(store, config.name))
+    bus = role_bus(config, MessageSpool(store, config.name), config.name, clock=clock)
     agent = MarketAgent(
         config.name,
         bus,
@@ -339,6 +419,14 @@ def build_market(config: MarketConfig) -> Running:
         chain_retry_max_s=config.chain_retry_max_s,
     )
     agent.monitor = config.monitor_agent
+    if "EnergyCertificates" in deployment.contracts:  # issue 11: certify each delivery
+        from meterchain.agents.certificates import issue_after_delivery
+        from meterchain.chain.ledger_clients import EnergyCertificatesClient
+        from meterchain.ledger.issuer import CertificateIssuer
+
+        certificates = EnergyCertificatesClient(sender, deployment.address("EnergyCertificates"))
+        issuer = CertificateIssuer(certificates, client)
+        agent.after_delivery.append(issue_after_delivery(issuer, config.name))
     return Running(
         agent,
         bus,
@@ -354,7 +442,8 @@ def build_grid(config: GridConfig) -> Running:
     from meterchain.agents.grid import GridAgent
 
     clock = build_clock(config.clock)
-    bus = _bus(config, MemorySpool(config.name))  # tariffs are announced again every interval
+    # Tariffs are announced again every interval: nothing to keep across a restart.
+    bus = role_bus(config, MemorySpool(config.name), config.name, clock=clock)
     agent = GridAgent(
         config.name,
         bus,

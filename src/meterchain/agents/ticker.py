@@ -127,7 +127,7 @@ class Ticker:
 
     async def run(self) -> None:
         """Post ticks until cancelled."""
-        now = self.clock.now()
+        now = started = self.clock.now()
         longest = max(abs(p.offset_s) for p in self.phases)
         since = now - timedelta(seconds=self.catch_up_intervals * self.interval_s + longest)
         for scheduled in self.schedule(since):
@@ -137,6 +137,18 @@ class Ticker:
             overdue = deadline is not None and now >= deadline
             if overdue and not scheduled.spec.post_overdue:
                 self.skipped += 1
+                assert deadline is not None
+                # Phases missed while the process was down are expected at start; one missed
+                # while running means the process or its clock was late: say so.
+                log.log(
+                    logging.WARNING if scheduled.moment >= started else logging.DEBUG,
+                    "sitting out the %s phase of interval %s: its deadline passed %.0f s ago "
+                    "(this process was down, or its clock was late)",
+                    scheduled.spec.phase,
+                    scheduled.interval_start.isoformat(),
+                    (now - deadline).total_seconds(),
+                    extra={"event": "phase_skipped", "phase": scheduled.spec.phase},
+                )
                 continue
             late = (now - scheduled.moment).total_seconds()
             if late > self.interval_s / 10:

@@ -58,6 +58,14 @@ def web(
     broker: Annotated[
         str | None, typer.Option(help="MQTT broker HOST:PORT of the community (monitor agent).")
     ] = None,
+    broker_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--broker-dir",
+            help="The files `meterchain broker config` wrote: the monitor logs in with "
+            "credentials/monitor.password, over TLS with ca.crt.",
+        ),
+    ] = None,
     deployment: Annotated[
         Path | None, typer.Option(help="Deployment file of `chain deploy` (chain actions).")
     ] = None,
@@ -98,7 +106,7 @@ def web(
     asyncio.run(
         _serve(
             settings, broker, deployment, rpc, keystore, demo, demo_days, interval_wall_s, webhook,
-            (wallets, vending_keystore),
+            (wallets, vending_keystore), broker_dir,
         )
     )  # fmt: skip
 
@@ -107,6 +115,7 @@ async def _serve(
     settings: object, broker: str | None, deployment: Path | None, rpc: str | None,
     keystore: Path | None, demo: Path | None, demo_days: float, interval_wall_s: float,
     webhook: str | None, keys: tuple[Path | None, Path | None] = (None, None),
+    broker_dir: Path | None = None,
 ) -> None:  # fmt: skip
     from meterchain.config import ConfigError, Scenario, load_toml
     from meterchain.web.server import DemoOptions, serve_until, start_web
@@ -124,7 +133,17 @@ async def _serve(
         host, _, port = broker.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--broker wants HOST:PORT, got {broker!r}")
-        bus = MqttBus(host, int(port))
+        credentials, ca = None, None
+        if broker_dir is not None:  # the community broker takes no anonymous client
+            from meterchain.agents.broker_files import CA_FILE, CREDENTIALS_DIR
+
+            secret = broker_dir / CREDENTIALS_DIR / "monitor.password"
+            try:
+                credentials = ("monitor", secret.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(f"cannot read the monitor's credential {secret}: {exc}") from None
+            ca = str(broker_dir / CA_FILE)
+        bus = MqttBus(host, int(port), credentials=credentials, tls_ca_file=ca)
     chain = None
     if deployment is not None and demo is None:
         chain = _chain_actions(deployment, rpc, keystore, *keys)

@@ -15,8 +15,6 @@ import warnings
 from collections.abc import Sequence
 from datetime import datetime
 
-import pandas as pd
-
 from meterchain.der.site import DEFAULT_STEP_S, DEFAULT_STEPS, InvalidSite
 
 STEPS_PER_DAY = 96
@@ -79,7 +77,10 @@ def clear_sky_pv_w(
     Plane of array: tilted at |latitude| (at least 5° so rain cleans it) towards the equator by
     default. `system_efficiency` lumps inverter, wiring, soiling and temperature losses.
     """
-    import pvlib  # imported here: pvlib is slow to import and only this function needs it
+    # Imported here: pandas and pvlib are slow to import and heavy, and only this function
+    # needs them (a board's forecast uses meterchain.board.solar, numpy only).
+    import pandas as pd
+    import pvlib
 
     if start.tzinfo is None:
         raise InvalidSite("clear_sky_pv_w needs a timezone-aware start time")

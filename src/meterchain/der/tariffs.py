@@ -19,8 +19,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import pandas as pd
-
 from meterchain.der.site import DemandCharge, InvalidSite
 
 Post = Literal["ponta", "intermediario", "fora_ponta"]
@@ -32,8 +30,17 @@ FIXED_HOLIDAYS = ((1, 1), (4, 21), (5, 1), (9, 7), (10, 12), (11, 2), (11, 15), 
 
 
 def easter(year: int) -> date:
-    stamp = pd.Timestamp(year=year, month=1, day=1) + pd.offsets.Easter()
-    return date(stamp.year, stamp.month, stamp.day)
+    """Easter Sunday (Gregorian; the anonymous algorithm of Meeus, Jones and Butcher): pure
+    arithmetic, so a board's planner does not load pandas for it."""
+    a, b, c = year % 19, year // 100, year % 100
+    d, e = divmod(b, 4)
+    g = (8 * b + 13) // 25
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = divmod(c, 4)
+    l_ = (32 + 2 * e + 2 * i - h - k) % 7
+    m = (a + 11 * h + 22 * l_) // 451
+    month, day = divmod(h + l_ - 7 * m + 114, 31)
+    return date(year, month, day + 1)
 
 
 def national_holidays(year: int) -> frozenset[date]:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from meterchain.agents.bus_mqtt import MqttBus
 from meterchain.agents.messages import Tick
 from meterchain.agents.prepaid import PrepaidCheck
-from meterchain.agents.services import Running
+from meterchain.agents.services import Running, role_bus
 from meterchain.agents.ticker import PhaseSpec, Ticker, build_clock
 from meterchain.chain.errors import DeploymentError
 from meterchain.chain.keystore import load_keystore, read_password
@@ -29,6 +28,7 @@ from meterchain.roles import (
     RoleModel,
     ScheduleConfig,
 )
+from meterchain.store.bus_spool import MessageSpool
 from meterchain.store.db import open_store
 from meterchain.store.records import Records
 
@@ -87,8 +87,7 @@ def build_prepaid(config: PrepaidAgentConfig) -> Running:
         store.close()
         raise
     clock = build_clock(config.clock)
-    broker = config.broker
-    bus = MqttBus(broker.host, broker.port, connect_timeout_s=broker.connect_timeout_s)
+    bus = role_bus(config, MessageSpool(store, config.name), config.name, clock=clock)
     agent = PrepaidAgent(
         config.name,
         bus,

@@ -21,7 +21,11 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from meterchain.store.errors import StoreConflict, StoreError, StoreFull, StoreLocked
 
 DEFAULT_URL = "sqlite:///var/meterchain.db"
-DEFAULT_BUSY_TIMEOUT_MS = 5000
+# Writers wait this long for each other: long enough for a slow SD card, or a loaded machine
+# where several agents of one process (market, certificates, prepaid) write their outboxes.
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+# A transaction that will write after reading takes SQLite's write lock at its start.
+IMMEDIATE = "BEGIN IMMEDIATE"
 
 __all__ = [
     "Base",
@@ -70,8 +74,13 @@ class Store:
         The store's own tables come from the migrations (`migrate`); this is for tables a
         test or a plug-in defines on Base outside them.
         """
-        with translate_errors(self.url):
-            Base.metadata.create_all(self.engine)
+        with translate_errors(self.url), self.engine.connect() as connection:
+            # Reads the schema, then creates what is missing: on SQLite a plain (deferred)
+            # transaction that writes after another process's commit fails at once, busy
+            # timeout or not, so take the write lock first.
+            immediate = connection.execution_options(sqlite_begin=IMMEDIATE)
+            with immediate.begin():
+                Base.metadata.create_all(immediate)
 
     @contextlib.contextmanager
     def quick_write(self) -> Iterator[Connection]:
@@ -100,12 +109,15 @@ def open_store(
     create: bool = True,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     echo: bool = False,
+    durable: bool = False,
 ) -> Store:
     """Open (and by default create or upgrade, with the Alembic migrations) the database.
 
     For SQLite files the parent directory is created, the journal is switched to WAL (readers
     never block the writer) and a busy timeout makes writers wait for each other instead of
-    failing at once.
+    failing at once. `durable` makes every commit reach the disk before it returns
+    (`synchronous = FULL`): a board records what it signed before sending it, and a power cut
+    must not undo that record, or the board could sign a second, different reading.
     """
     try:
         parsed = make_url(url)
@@ -131,7 +143,7 @@ def open_store(
     except Exception as exc:  # a missing driver, a malformed URL
         raise StoreError(f"cannot open the database {url}: {exc}") from None
     if is_sqlite:
-        _configure_sqlite(engine, busy_timeout_ms)
+        _configure_sqlite(engine, busy_timeout_ms, "FULL" if durable else "NORMAL")
     store = Store(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
     if create:
         try:
@@ -142,7 +154,7 @@ def open_store(
     return store
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Python's sqlite3 driver opens transactions lazily on its own; hand that to
@@ -152,14 +164,14 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 @contextlib.contextmanager
