@@ -86,6 +86,33 @@ def test_creating_tables_while_another_process_writes_waits_instead_of_failing(
         assert session.execute(text("SELECT count(*) FROM test_blobs")).scalar() == 0
 
 
+def test_a_session_that_reads_then_writes_waits_for_another_process_s_commit(
+    tmp_path: Path,
+) -> None:
+    # The web's forms read a row and then change it while the monitor writes: on SQLite a
+    # deferred transaction failed with "database is locked" whenever the monitor committed
+    # between the two.
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    web, monitor = _store_with_blobs(url), open_store(url)
+    with web.session() as session:
+        session.add(BlobRow(payload=b"old"))
+
+    def monitor_writes() -> None:
+        with monitor.session() as session:
+            session.add(BlobRow(payload=b"alarm"))
+
+    thread = threading.Thread(target=monitor_writes)
+    with web.session() as session:
+        row = session.get(BlobRow, 1)
+        assert row is not None
+        thread.start()
+        thread.join(timeout=0.5)  # commits at once unless this session holds the write lock
+        row.payload = b"new"
+    thread.join()
+    with web.session() as session:
+        assert sorted(r.payload for r in session.query(BlobRow)) == [b"alarm", b"new"]
+
+
 def test_a_failed_session_rolls_back(tmp_path: Path) -> None:
     store = _store_with_blobs(f"sqlite:///{tmp_path / 'm.db'}")
     with pytest.raises(RuntimeError), store.session() as session:

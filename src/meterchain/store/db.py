@@ -56,7 +56,9 @@ class Store:
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error.
 
-        Database errors are translated into StoreError subclasses that name the database.
+        On SQLite it holds the write lock from its start (`BEGIN IMMEDIATE`), so reading and
+        then writing never fails on another process's commit in between. Database errors are
+        translated into StoreError subclasses that name the database.
         """
         with translate_errors(self.url), self.sessions() as session, session.begin():
             yield session
@@ -144,7 +146,12 @@ def open_store(
         raise StoreError(f"cannot open the database {url}: {exc}") from None
     if is_sqlite:
         _configure_sqlite(engine, busy_timeout_ms, "FULL" if durable else "NORMAL")
-    store = Store(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+    # A session often reads and then writes (get a row, change it). On SQLite a deferred
+    # transaction that does so fails at once if another process committed in between, busy
+    # timeout or not; so a session takes the write lock when it begins (sessions are short:
+    # the wait is milliseconds, and WAL still lets plain connections read meanwhile).
+    bind = engine.execution_options(sqlite_begin=IMMEDIATE) if is_sqlite else engine
+    store = Store(url=url, engine=engine, sessions=sessionmaker(bind, expire_on_commit=False))
     if create:
         try:
             store.migrate()

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, inspect, text
 
+from meterchain.store.db import IMMEDIATE
 from meterchain.store.schema import HEAD_REVISION
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -37,6 +38,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if revision == "head" and current_revision(engine) == HEAD_REVISION:
         return
     config = alembic_config()
-    with engine.begin() as connection:
+    # Two processes starting on one new SQLite file: the second waits, then finds it done.
+    with engine.execution_options(sqlite_begin=IMMEDIATE).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
