@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test bench lint typecheck pytest contracts clean setup web-assets check-arm stress
+.PHONY: run test bench lint typecheck pytest contracts clean setup web-assets check-arm stress screenshots
 
 setup: $(SYSTEM_STAMP) $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +39,10 @@ typecheck: $(STAMP)
 
 pytest: setup
 	$(PY) -m pytest
+
+# The web's pictures in docs/screenshots/, taken by the browser tests.
+screenshots: setup
+	MCHAIN_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/web/test_browser.py -q
 
 test: $(SYSTEM_STAMP) lint typecheck pytest
 

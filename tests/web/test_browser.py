@@ -1,11 +1,14 @@
 """The web interface in a real browser (Debian's chromium through Playwright) against the live
 demo community: a prosumer steers their board, another cannot see it, the operator revokes a
 meter, a stopped meter raises and clears an alarm, the language switches; screenshots of the
-main pages go to docs/screenshots/ and axe-core finds no serious accessibility problem."""
+main pages are taken (into docs/screenshots/ with `make screenshots`) and axe-core finds no
+serious accessibility problem."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -19,7 +22,11 @@ from meterchain.store.accounts import AuditRow
 from meterchain.web.demo import OPERATOR, prosumer_login
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# `make screenshots` sets MCHAIN_SCREENSHOTS=docs/screenshots to refresh the docs' pictures;
+# otherwise they go to a temporary directory and the checkout stays as it was.
+SCREENSHOTS = Path(
+    os.environ.get("MCHAIN_SCREENSHOTS") or tempfile.mkdtemp(prefix="meterchain-screenshots-")
+)
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 VIEWPORT = {"width": 1280, "height": 900}
 
