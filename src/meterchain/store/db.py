@@ -76,13 +76,10 @@ class Store:
         The store's own tables come from the migrations (`migrate`); this is for tables a
         test or a plug-in defines on Base outside them.
         """
-        with translate_errors(self.url), self.engine.connect() as connection:
-            # Reads the schema, then creates what is missing: on SQLite a plain (deferred)
-            # transaction that writes after another process's commit fails at once, busy
-            # timeout or not, so take the write lock first.
-            immediate = connection.execution_options(sqlite_begin=IMMEDIATE)
-            with immediate.begin():
-                Base.metadata.create_all(immediate)
+        # It reads the schema, then creates what is missing: take SQLite's write lock first.
+        immediate = self.engine.execution_options(sqlite_begin=IMMEDIATE)
+        with translate_errors(self.url), immediate.begin() as connection:
+            Base.metadata.create_all(connection)
 
     @contextlib.contextmanager
     def quick_write(self) -> Iterator[Connection]:
