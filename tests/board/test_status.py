@@ -88,3 +88,13 @@ def test_a_stale_status_means_the_agent_is_not_running(tmp_path: Path) -> None:
     write_records(tmp_path, status_age_s=600)
     result = CliRunner().invoke(app, ["board", "status", "--config", str(board_toml(tmp_path))])
     assert "NOT running" in result.output
+
+
+def test_status_of_a_board_whose_agent_never_ran_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["board", "status", "--config", str(board_toml(tmp_path)), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["running"] is False
+    assert status["last_reading"] is None and status["last_order"] is None

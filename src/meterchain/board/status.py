@@ -18,6 +18,7 @@ from typing import Any
 
 from meterchain.roles import BoardConfig
 from meterchain.store.db import open_store
+from meterchain.store.migrate import current_revision
 from meterchain.store.records import Records
 
 STATUS_KIND = "board-status"
@@ -33,15 +34,18 @@ def _latest(records: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]] | 
 def gather_status(config: BoardConfig, *, now: datetime | None = None) -> dict[str, Any]:
     """Everything `board status` shows, as JSON-ready data."""
     now = now or datetime.now(UTC)
-    store = open_store(config.store, create=False)
+    store = open_store(config.store, create=False)  # the agent's store: only read it
     try:
-        records = Records(store, config.agent_name)
-        live = records.get(STATUS_KIND, STATUS_KEY) or {}
-        reading = _latest(records.all("delivery"))
-        orders = _latest(records.all("orders"))
-        cleared = _latest(records.all("trades"))
-        delivered = _latest(records.all("delivered"))
-        void = _latest(records.all("void"))
+        # An agent that never ran has made no tables yet: then it has nothing to say.
+        ran = current_revision(store.engine) is not None
+        records = Records(store, config.agent_name) if ran else None
+
+        def newest(kind: str) -> tuple[int, dict[str, Any]] | None:
+            return None if records is None else _latest(records.all(kind))
+
+        live = (records.get(STATUS_KIND, STATUS_KEY) if records else None) or {}
+        reading, orders = newest("delivery"), newest("orders")
+        cleared, delivered, void = newest("trades"), newest("delivered"), newest("void")
     finally:
         store.close()
     updated = live.get("at")

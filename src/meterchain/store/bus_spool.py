@@ -61,7 +61,6 @@ class MessageSpool:
     def __init__(self, store: Store, owner: str) -> None:
         self.store = store
         self.owner = owner
-        store.create_all()
 
     # ---- outgoing ------------------------------------------------------------------------------
 

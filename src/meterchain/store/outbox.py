@@ -77,7 +77,6 @@ class Outbox:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.create_all()
 
     def record(
         self, *, key: str, sender: str, chain_id: int, nonce: int, tx_hash: str, raw_tx: bytes

@@ -41,7 +41,6 @@ class Records:
         self.store = store
         self.agent = agent
         self._cache: dict[str, dict[str, dict[str, Any]]] = {}
-        store.create_all()
 
     def all(self, kind: str) -> dict[str, dict[str, Any]]:
         """Every record of `kind`, by key, oldest first."""
