@@ -256,6 +256,34 @@ async def test_a_failed_settlement_is_an_instant_alarm(store: Store, clock: Manu
         await monitor.stop()
 
 
+async def test_orders_without_a_clearing_raise_a_late_settlement_alarm_until_it_comes(
+    store: Store, clock: ManualClock, webhook: Webhook
+) -> None:
+    _bus, monitor, listener, board = await _community(store, clock, webhook.url)
+    try:
+        # A board has sent its orders for the interval (its heartbeat of the order phase).
+        await board.send("monitor", Performative.INFORM, beat(phase="order", at=clock.now()))
+        await settle()
+        clock.set(START + timedelta(seconds=monitor.late_after_s - 1))
+        await monitor.check()
+        assert alarms(store, "settlement-late") == []
+        clock.advance(2)
+        await monitor.check()
+        await monitor.check()  # raised once, not at every check
+        [alarm] = alarms(store, "settlement-late")
+        assert alarm.severity == "critical" and alarm.ended_at is None
+        assert "had orders but no clearing" in alarm.message
+        assert any(p["kind"] == "settlement-late" and p["active"] for p in webhook.posted)
+        await board.send(
+            "monitor", Performative.INFORM, ClearingNotice(interval=INTERVAL, price=0.6, trades=[])
+        )
+        await settle()
+        assert alarms(store, "settlement-late")[0].ended_at is not None
+        assert [n.kind for n in listener.received if not n.active] == ["settlement-late"]
+    finally:
+        await monitor.stop()
+
+
 async def test_a_void_interval_is_shown_with_its_reason(store: Store, clock: ManualClock) -> None:
     _bus, monitor, _listener, board = await _community(store, clock)
     try:
