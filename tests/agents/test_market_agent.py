@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,21 @@ from eth_account.signers.local import LocalAccount
 
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.market import MarketAgent
-from meterchain.agents.messages import OrderSubmission, TariffNotice
+from meterchain.agents.messages import OrderSubmission, ReadingSubmission, TariffNotice
+from meterchain.agents.monitor import AlarmListener
 from meterchain.chain.batch import DELIVERY_GAS_BASE, DELIVERY_GAS_PER_ENTRY
 from meterchain.chain.client import EnergyMarketClient, IntervalStatus, MeterKind
 from meterchain.chain.deploy import deploy_suite
 from meterchain.chain.node import AnvilNode, connect, dev_account, start_anvil, stop_anvil
 from meterchain.chain.sender import TransactionSender
-from meterchain.chain.signing import OrderMessage, OrderSide, meter_id_to_bytes32, sign_order
+from meterchain.chain.signing import (
+    OrderMessage,
+    OrderSide,
+    ReadingMessage,
+    meter_id_to_bytes32,
+    sign_order,
+    sign_reading,
+)
 from meterchain.store.db import Store, open_store
 from meterchain.store.outbox import Outbox
 from meterchain.store.records import Records
@@ -213,3 +222,60 @@ async def test_what_follows_a_delivery_runs_once_it_is_settled(
     await agent._settle_step(INTERVAL)
     assert followed == [INTERVAL]
     assert chain.interval_status(INTERVAL) is IntervalStatus.DELIVERED
+
+
+async def test_an_absurd_signed_reading_is_refused_with_an_alarm_and_bricks_nothing(
+    agent: MarketAgent, chain: EnergyMarketClient
+) -> None:
+    """Issue 14: a faulty meter's 10^12 Wh, signed by the board's own key, emptied the meter's
+    balance and left every later reading `CounterWentBackwards`. Now the chain refuses it as
+    implausible for the meter's connection, the market says so and raises an alarm, and the
+    next genuine reading settles."""
+    boards = enrol(chain, ["alice"])
+    monitor = AlarmListener("monitor", agent.bus)
+    await monitor.start()
+    agent.monitor = "monitor"
+    try:
+        before = chain.balance_of("alice")
+        absurd = reading(chain, boards["alice"], INTERVAL, (0, 0), (10**12, 0))
+        await agent.receive_reading(absurd)
+        await agent._settle_step(INTERVAL)
+        assert chain.interval_status(INTERVAL) is IntervalStatus.DELIVERED
+        assert chain.balance_of("alice") == before  # nothing billed for it
+        assert any("exceeds what the meter's connection can carry" in p for p in agent.refused)
+        for _ in range(50):
+            if monitor.received:
+                break
+            await asyncio.sleep(0.02)
+        [alarm] = monitor.received
+        assert (alarm.kind, alarm.meter_id) == ("reading-refused", "alice")
+        # The meter is not bricked: its next genuine reading (from its last settled registers)
+        # settles, and bills the energy since then at the tariffs.
+        genuine = reading(chain, boards["alice"], INTERVAL + 900, (0, 0), (400, 0))
+        await agent.receive_reading(genuine)
+        await agent._settle_step(INTERVAL + 900)
+        assert chain.balance_of("alice") < before
+        assert len(agent.refused) == 1
+    finally:
+        await monitor.stop()
+
+
+def reading(
+    market: EnergyMarketClient,
+    board: Board,
+    interval: int,
+    start: tuple[int, int],
+    end: tuple[int, int],
+) -> ReadingSubmission:
+    """A reading of (import, export) registers at both ends, signed by the board's key."""
+    message = ReadingMessage(meter_id_to_bytes32(board.name), interval, *start, *end)
+    signed = sign_reading(market.domain, message, board.key)
+    return ReadingSubmission(
+        meter_id=board.name,
+        interval=interval,
+        start_import_wh=start[0],
+        start_export_wh=start[1],
+        end_import_wh=end[0],
+        end_export_wh=end[1],
+        signature="0x" + signed.signature.hex(),
+    )
