@@ -53,6 +53,28 @@ def test_shipped_scenarios_load(name: str) -> None:
     assert scenario.intervals == 96
 
 
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_loads(path: Path) -> None:
+    scenario = load_toml(path, Scenario)
+    assert scenario.all_households(), path.name
+
+
+def test_the_prepaid_scenario_has_a_household_cut_and_reconnected_and_one_never_cut() -> None:
+    scenario = load_toml(SCENARIOS / "fortaleza-prepaid.toml", Scenario)
+    prepaid = [h for h in scenario.all_households() if h.prepaid]
+    assert any(h.top_ups and not h.never_cut for h in prepaid)  # runs out, a voucher later
+    assert any(h.never_cut for h in prepaid)
+    assert scenario.prepaid.cut_from_hour >= 6  # never cut in the night
+
+
+def test_the_community_solar_scenario_funds_a_plant_that_is_one_of_its_meters() -> None:
+    scenario = load_toml(SCENARIOS / "fortaleza-community-solar.toml", Scenario)
+    assert scenario.fund is not None
+    ids = {h.meter_id for h in scenario.all_households()}
+    assert scenario.fund.plant_meter_id in ids
+    assert set(scenario.fund.backers) <= ids and len(scenario.fund.backers) >= 2
+
+
 def test_a_typo_in_a_scenario_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
