@@ -8,6 +8,9 @@ one draw by the plant's owner only).
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 from contract_suite import ADMIN, INTERVAL, OUTSIDER, TREASURY
 from ledger_suite import (
@@ -31,6 +34,8 @@ from ledger_suite import (
 from web3 import Web3
 
 from meterchain.chain.node import dev_account
+from meterchain.ledger.period import Month
+from meterchain.ledger.statements import fund_revenue_claimed
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +165,22 @@ def test_the_plants_market_revenue_reaches_its_shareholders_pro_rata(plant: Plan
         plant.client(backer).claim()
         claims[backer] = credit_of(plant, backer) - before
     assert claims == {4: 10, 5: 30, 6: 60}
+
+
+def test_a_backers_statement_counts_the_revenue_it_claimed_in_the_month(plant: Plant) -> None:
+    """The statement's "fund revenue" line: what the owner claimed, within the month only."""
+    fill_the_cap(plant)
+    sell_plant_energy(plant, wh=2_000, price=50)
+    collect_revenue(plant)
+    backer = plant.client(6)
+    backer.claim()
+    moment = datetime.fromtimestamp(now(plant.suite), ZoneInfo("America/Fortaleza"))
+    month = Month(moment.year, moment.month, "America/Fortaleza")
+    previous = Month(moment.year - (moment.month == 1), (moment.month - 2) % 12 + 1, month.timezone)
+    address = dev_account(6).address
+    assert fund_revenue_claimed([backer], address, month) == 60
+    assert fund_revenue_claimed([backer], address, previous) == 0
+    assert fund_revenue_claimed([backer], dev_account(4).address, month) == 0  # not claimed
 
 
 def test_the_plants_certificates_go_to_the_fund_which_cannot_block_issuance(plant: Plant) -> None:
