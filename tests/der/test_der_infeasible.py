@@ -201,6 +201,23 @@ def test_every_refusal_names_a_constraint(plan_problem: DerProblem) -> None:
     assert max(plan.export_w) <= site.export_limit_w + 1e-4
 
 
+def test_a_load_of_almost_no_energy_plans_without_dividing_by_zero() -> None:
+    # Hypothesis found it: ceil(energy / (max power × step)) is 0 for 1e-308 Wh, the relaxed
+    # plan ran the load at no step, and the warm-start guess divided the energy by zero steps.
+    tiny = DeferrableLoad("ev", 1e-308, 0, 1, 500, min_power_w=500)
+    site = Site("tight", Battery(500, 1, 1), import_limit_w=0, export_limit_w=0)
+    refusal = DerProblem(
+        site=site, pv_w=[0.0] * 3, load_w=[0.0] * 3, buy_price_per_kwh=[0.5] * 3,
+        sell_price_per_kwh=[0.2] * 3, initial_soc_fraction=1.0, deferrable_loads=[tiny],
+    )  # fmt: skip
+    try:
+        plan = optimise(refusal)
+    except InfeasibleProblem as refused:  # a clear refusal is fine; a ZeroDivisionError not
+        assert refused.violations
+    else:
+        assert len(plan.import_w) == 3
+
+
 def test_solver_out_of_time_says_so_and_what_to_change() -> None:
     # a load to serve and a washer to place: doing nothing is not a plan
     washer = DeferrableLoad("washer", 1_500, 0, 4, 1_500, min_power_w=1_500)

@@ -351,7 +351,9 @@ class KeptModel:
             power, window = lay.power, list(load.window)
             if load.energy_wh <= 0 or not window:
                 continue
-            fewest = math.ceil(load.energy_wh / (load.max_power_w * step_h) - 1e-9)
+            # At least one step: a load of almost no energy still runs once (the ceil of ~0 is
+            # 0, and the guess below would divide by its zero steps).
+            fewest = max(1, math.ceil(load.energy_wh / (load.max_power_w * step_h) - 1e-9))
             chosen: list[int] = []
             if fewest > len(window):
                 chosen = []
