@@ -8,21 +8,21 @@ their SunSpec names.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from meterchain.meters.modbus_maps import (
+    MapChecker,
     Point,
     RegisterMap,
-    RegisterMapError,
     SunSpecLayout,
-    _check_overlaps,
-    _check_scale_factors,
-    _Checker,
-    _parse_point,
-    _parse_sunspec,
+    check_points,
+    map_path,
+    parse_encoding,
+    parse_point,
+    parse_sunspec,
+    read_map_file,
 )
 
 MAPS_DIR = Path(__file__).parent / "maps"
@@ -71,37 +71,20 @@ def available_device_maps() -> list[str]:
 
 def load_device_map(name_or_path: str) -> DeviceMap:
     """A shipped map by name (`sunspec-storage`) or any map file by path."""
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        path = Path(name_or_path)
-    else:
-        path = MAPS_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise RegisterMapError(
-                f"unknown device map {name_or_path!r}; shipped maps: "
-                f"{', '.join(available_device_maps())} (or give the path of a .toml map file)"
-            )
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise RegisterMapError(f"device map file {path} does not exist") from None
-    except OSError as exc:
-        raise RegisterMapError(f"cannot read device map file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RegisterMapError(f"{path}: not valid TOML: {exc}") from None
-    return parse_device_map(data, str(path))
+    path = map_path(name_or_path, MAPS_DIR, "device map")
+    return parse_device_map(read_map_file(path, "device map"), str(path))
 
 
 def parse_device_map(data: Mapping[str, object], source: str) -> DeviceMap:
     """Check a parsed device map and build it; `source` names it in errors."""
-    check = _Checker(source)
+    check = MapChecker(source)
     data = check.table(data, "(file)")
     check.only(data, "", _TOP_KEYS)
     if "name" not in data:
         raise check.fail("name", "missing; give the device model's name")
     if "sunspec" not in data:
         raise check.fail("sunspec", "missing; a device map lays out SunSpec models")
-    sunspec = _parse_sunspec(check, data["sunspec"])
+    sunspec = parse_sunspec(check, data["sunspec"])
     raw_points = check.table(data.get("points", {}), "points")
     points: dict[str, Point] = {}
     writable: set[str] = set()
@@ -110,27 +93,22 @@ def parse_device_map(data: Mapping[str, object], source: str) -> DeviceMap:
         access = check.text(entry.pop("access", "r"), f"points.{point_name}.access", ("r", "rw"))
         if access == "rw":
             writable.add(point_name)
-        points[point_name] = _parse_point(check, point_name, entry, sunspec)
-    _check_scale_factors(check, points)
-    _check_overlaps(check, points, sunspec)
+        points[point_name] = parse_point(check, point_name, entry, sunspec)
+    check_points(check, points, sunspec)
     identity = None
     if "identity" in data:
         identity = check.text(data["identity"], "identity")
         if identity not in points or points[identity].type != "string":
             raise check.fail("identity", f"must name a string point in [points], not {identity!r}")
+    word_order, max_gap, sentinels = parse_encoding(check, data, "sunspec")
     register_map = RegisterMap(
         name=check.text(data["name"], "name"),
         source=source,
         points=points,
         reading={},
-        word_order=check.text(data.get("word_order", "big"), "word_order", ("big", "little")),
-        max_gap_registers=check.integer(
-            data.get("max_gap_registers", 0), "max_gap_registers", 0, 100
-        ),
-        sunspec_sentinels=check.text(
-            data.get("sentinels", "sunspec"), "sentinels", ("none", "sunspec")
-        )
-        == "sunspec",
+        word_order=word_order,
+        max_gap_registers=max_gap,
+        sunspec_sentinels=sentinels,
         identity=identity,
         sunspec=sunspec,
     )

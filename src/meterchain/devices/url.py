@@ -7,11 +7,12 @@ SunSpec inverter (battery or PV) over Modbus; `relay+tcp://HOST:PORT?unit=3&coil
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from meterchain.devices.errors import InvalidDeviceUrl
+from meterchain.meters.url import EndpointUrl, split_endpoint
 
 PROTOCOLS = ("sunspec", "relay")
 TRANSPORTS = ("tcp", "rtu")
@@ -22,55 +23,13 @@ EXAMPLES = {
 
 
 @dataclass(frozen=True)
-class DeviceUrl:
-    """A parsed device URL: TCP ones have host and port, RTU ones a serial `device` path."""
+class DeviceUrl(EndpointUrl):
+    """A parsed device URL: TCP ones have host and port, RTU ones a serial `device` path.
 
-    protocol: str
-    transport: str
-    host: str = ""
-    port: int = 0
-    device: str = ""
-    options: dict[str, str] = field(default_factory=dict)
-    raw: str = ""
+    Options, the unit id and `where` behave as in meter URLs; errors are `InvalidDeviceUrl`.
+    """
 
-    def option(self, name: str, default: str) -> str:
-        return self.options.get(name, default)
-
-    def int_option(self, name: str, default: int) -> int:
-        value = self.options.get(name)
-        if value is None:
-            return default
-        try:
-            return int(value, 0)
-        except ValueError:
-            raise InvalidDeviceUrl(
-                f"{self.raw}: option {name}={value!r} is not an integer"
-            ) from None
-
-    def reject_unknown_options(self, known: Iterable[str]) -> None:
-        """A misspelt option must not be silently ignored: name it and the known ones."""
-        allowed = sorted(known)
-        unknown = sorted(set(self.options) - set(allowed))
-        if unknown:
-            raise InvalidDeviceUrl(
-                f"{self.raw}: unknown option {', '.join(unknown)}; known: {', '.join(allowed)}"
-            )
-
-    def unit(self) -> int:
-        """The Modbus unit id (1 by default; 1..247 on a serial line, 0..255 on TCP)."""
-        unit = self.int_option("unit", 1)
-        low, high = (0, 255) if self.transport == "tcp" else (1, 247)
-        if not low <= unit <= high:
-            raise InvalidDeviceUrl(f"{self.raw}: unit={unit} is outside {low}..{high}")
-        return unit
-
-    @property
-    def where(self) -> str:
-        """The link the device hangs on: host:port, or the serial device path."""
-        return f"{self.host}:{self.port}" if self.transport == "tcp" else self.device
-
-    def __str__(self) -> str:
-        return self.raw
+    invalid: ClassVar[type[Exception]] = InvalidDeviceUrl
 
 
 def parse_device_url(text: str) -> DeviceUrl:
@@ -89,22 +48,7 @@ def parse_device_url(text: str) -> DeviceUrl:
             f"{protocol}+tcp://HOST:PORT or {protocol}+rtu:///dev/ttyUSB0"
         )
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    if transport == "tcp":
-        if not parts.hostname:
-            raise InvalidDeviceUrl(
-                f"{text}: a TCP device URL needs a host, e.g. {scheme}://127.0.0.1:1502"
-            )
-        try:
-            port = parts.port
-        except ValueError:
-            raise InvalidDeviceUrl(f"{text}: the port is not a number from 0 to 65535") from None
-        if port is None:
-            raise InvalidDeviceUrl(
-                f"{text}: a TCP device URL needs a port, e.g. {scheme}://127.0.0.1:1502"
-            )
-        return DeviceUrl(protocol, "tcp", parts.hostname, port, "", options, text)
-    if parts.hostname or not parts.path:
-        raise InvalidDeviceUrl(
-            f"{text}: a serial device URL names a device path, e.g. {scheme}:///dev/ttyUSB0"
-        )
-    return DeviceUrl(protocol, "rtu", "", 0, parts.path, options, text)
+    host, port, device = split_endpoint(
+        text, parts, transport == "tcp", kind="device", example_port=1502, invalid=InvalidDeviceUrl
+    )
+    return DeviceUrl(protocol, transport, host, port, device, options, text)

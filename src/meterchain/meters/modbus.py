@@ -15,33 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu import ModbusPDU
+from typing import TypeVar
 
 from meterchain.meters.base import ReadingGuard
 from meterchain.meters.errors import (
-    FrameError,
     InvalidMeterUrl,
     MeterError,
     MeterRejected,
-    MeterTimeout,
     UnsupportedCommand,
 )
-from meterchain.meters.modbus_frames import (
-    Expected,
-    check_response,
-    describe_exception,
-    expected_response,
-    function_name,
+from meterchain.meters.modbus_link import (
+    SERIAL_OPTIONS,
+    ConnectionFailed,
+    ModbusConnection,
+    link_settings,
 )
 from meterchain.meters.modbus_maps import (
     READING_FIELDS,
@@ -67,16 +57,11 @@ from meterchain.meters.retry import (
 from meterchain.meters.url import MeterUrl
 from meterchain.model import DeviceCommand, Reading, RelayState, SetRelay
 
+__all__ = ["ConnectionFailed", "ModbusMeter"]
+
 T = TypeVar("T")
 
-# pymodbus logs each failure it meets (refused connections, timeouts) at WARNING/ERROR; this
-# driver raises every one of them as a typed error, so by default those lines are only noise
-# on the command line. An application that wants them sets the "pymodbus" logger's level.
-_PYMODBUS_LOG = logging.getLogger("pymodbus")
-if _PYMODBUS_LOG.level == logging.NOTSET:
-    _PYMODBUS_LOG.setLevel(logging.CRITICAL)
-
-URL_OPTIONS = ("unit", "map", "baud", "parity", "stopbits", "id", DEADLINE_OPTION)
+URL_OPTIONS = ("unit", "map", *SERIAL_OPTIONS, "id", DEADLINE_OPTION)
 # One try: on a new connection the identity (and a SunSpec map's model chain), then the
 # planned reads and the relay coil, each answer waited for; on RTU a few hundred bytes.
 ANSWERS_PER_TRY = 8
@@ -84,11 +69,6 @@ RTU_BYTES_PER_TRY = 512
 # Errors raised at once: besides a refusal, a map that does not fit the device.
 _FINAL = (*FINAL_ERRORS, MapMismatch, RegisterMapError)
 SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
-READ_INPUT, READ_HOLDING, READ_COILS, WRITE_COIL = 4, 3, 1, 5
-
-
-class ConnectionFailed(MeterError):
-    """The TCP connection or the serial port could not be opened, or it was lost."""
 
 
 @dataclass(frozen=True)
@@ -117,19 +97,10 @@ class ModbusMeter:
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries  # tries in all, the first included
-        self.framing = "tcp" if url.transport == "tcp" else "rtu"
-        self.unit = url.int_option("unit", 1)
-        low, high = (0, 255) if self.framing == "tcp" else (1, 247)
-        if not low <= self.unit <= high:
-            raise InvalidMeterUrl(f"{url}: unit={self.unit} is outside {low}..{high}")
-        self.baud = url.int_option("baud", 9600)
-        self.parity = url.option("parity", "N").upper()
-        self.stopbits = url.int_option("stopbits", 1)
-        if self.baud <= 0 or self.parity not in ("N", "E", "O") or self.stopbits not in (1, 2):
-            raise InvalidMeterUrl(
-                f"{url}: serial settings baud={self.baud}, parity={self.parity}, "
-                f"stopbits={self.stopbits} are not valid (e.g. baud=9600&parity=N&stopbits=1)"
-            )
+        self.unit = url.unit()
+        self.link = link_settings(url)
+        self.framing = self.link.framing
+        self.baud, self.parity, self.stopbits = self.link.baud, self.link.parity, self.link.stopbits
         self.policy = RetryPolicy.for_meter(
             url,
             timeout_s,
@@ -145,17 +116,17 @@ class ModbusMeter:
                 f"{url}: map {self.register_map.name!r} has no identity register; "
                 "add id=METER_ID to the URL"
             )
-        #: Bytes sent and received since construction, all framing included.
-        self.bytes_exchanged = 0
         self._guard = ReadingGuard()
         self._lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._connection = ModbusConnection(
+            self.link, timeout_s=timeout_s, peer="meter", name=str(url)
+        )
         self._session: _Session | None = None
-        # The transaction in flight (at most one):
-        self._expected: Expected | None = None
-        self._problem: asyncio.Future[None] | None = None
-        self._sent_bytes = 0
-        self._received = b""
+
+    @property
+    def bytes_exchanged(self) -> int:
+        """Bytes sent and received since construction, all framing included."""
+        return self._connection.bytes_exchanged
 
     # ---------------------------------------------------------------------------- public
 
@@ -191,10 +162,8 @@ class ModbusMeter:
         value = relay.connected if command.state is RelayState.ON else not relay.connected
 
         async def switch() -> RelayState:
-            response = await self._transact(WRITE_COIL, relay.coil, 1, value)
-            if not response.bits:
-                raise FrameError("the answer to write single coil carried no coil value")
-            return RelayState.ON if bool(response.bits[0]) == relay.connected else RelayState.OFF
+            echoed = await self._connection.write_coil(self.unit, relay.coil, value)
+            return RelayState.ON if echoed == relay.connected else RelayState.OFF
 
         async with self._lock:
             return await self._with_retries("switch the relay of", switch)
@@ -208,7 +177,8 @@ class ModbusMeter:
     async def _with_retries(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         async def attempt() -> T:
             if self._session is None:
-                await self._connect()
+                await self._drop()
+                await self._connection.connect()
                 self._session = await self._start_session()
             return await operation()
 
@@ -219,78 +189,18 @@ class ModbusMeter:
         def gave_up(last: MeterError) -> MeterError:
             return type(last)(
                 f"{last}; could not {what} {self.url} after {tries_text(self.retries)} "
-                f"({self.timeout_s} s each); {self._hint(last)}"
+                f"({self.timeout_s} s each); {self._connection.hint(last, self.unit)}"
             )
 
         return await with_retries(
             what, str(self.url), attempt, self.policy, reset=reset, gave_up=gave_up, final=_FINAL
         )
 
-    def _hint(self, error: MeterError) -> str:
-        serial = self.framing == "rtu"
-        if isinstance(error, ConnectionFailed):
-            if serial:
-                return "check the device path and that no other program holds the port"
-            return "is the meter (or its Modbus gateway) running and listening there?"
-        if isinstance(error, FrameError):
-            if serial:
-                return (
-                    f"answers arrive garbled: check baud ({self.baud}), parity "
-                    f"({self.parity}), stop bits and the RS-485 wiring and termination"
-                )
-            return "answers arrive garbled: is this a Modbus TCP server?"
-        if serial:
-            return (
-                f"is the meter powered, wired to {self.url.device}, set to unit id "
-                f"{self.unit} and {self.baud} baud?"
-            )
-        return f"is the meter powered and its unit id {self.unit}?"
-
     # ---------------------------------------------------------------------------- connection
 
-    async def _connect(self) -> None:
-        await self._drop()
-        client: AsyncModbusTcpClient | AsyncModbusSerialClient
-        if self.framing == "tcp":
-            where = f"{self.url.host}:{self.url.port}"
-            client = AsyncModbusTcpClient(
-                self.url.host,
-                port=self.url.port,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=self._trace_packet,
-                trace_connect=self._trace_connect,
-            )
-        else:
-            where = self.url.device
-            if not os.path.exists(where):
-                raise ConnectionFailed(f"could not connect to {where}: no such serial port")
-            client = AsyncModbusSerialClient(
-                self.url.device,
-                framer=FramerType.RTU,
-                baudrate=self.baud,
-                bytesize=8,
-                parity=self.parity,
-                stopbits=self.stopbits,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=self._trace_packet,
-                trace_connect=self._trace_connect,
-            )
-        if not await client.connect():
-            client.close()
-            raise ConnectionFailed(f"could not connect to {where}")
-        self._client = client
-        if self.framing == "rtu":
-            await asyncio.sleep(0.01)  # let bytes still queued on the line arrive, then drop
-
     async def _drop(self) -> None:
-        client, self._client, self._session = self._client, None, None
-        if client is not None:
-            client.close()
-            await asyncio.sleep(0)
+        self._session = None
+        await self._connection.drop()
 
     async def _start_session(self) -> _Session:
         register_map = self.register_map
@@ -384,109 +294,8 @@ class ModbusMeter:
         relay = self.register_map.relay
         if relay is None:
             return RelayState.ON  # no breaker: energy always flows
-        response = await self._transact(READ_COILS, relay.coil, 1)
-        if not response.bits:
-            raise FrameError(f"{self.url}: the answer to read coils carried no coil")
-        return RelayState.ON if bool(response.bits[0]) == relay.connected else RelayState.OFF
+        (bit,) = await self._connection.read_coils(self.unit, relay.coil, 1)
+        return RelayState.ON if bit == relay.connected else RelayState.OFF
 
     async def _read_words(self, table: str, address: int, count: int) -> list[int]:
-        function = READ_INPUT if table == "input" else READ_HOLDING
-        response = await self._transact(function, address, count)
-        words = list(response.registers)
-        if len(words) != count:
-            raise FrameError(f"asked for {count} registers at {address}, got {len(words)}")
-        return words
-
-    # ---------------------------------------------------------------------------- transactions
-
-    async def _transact(
-        self, function: int, address: int, count: int, value: bool = False
-    ) -> ModbusPDU:
-        """One request and its answer; errors come out typed."""
-        client = self._client
-        if client is None:
-            raise ConnectionFailed("not connected")
-        loop = asyncio.get_running_loop()
-        expected = expected_response(self.framing, self.unit, function, count)
-        self._expected = expected
-        problem: asyncio.Future[None] = loop.create_future()
-        self._problem = problem
-        self._sent_bytes, self._received = 0, b""
-        call: Awaitable[ModbusPDU]
-        if function == READ_INPUT:
-            call = client.read_input_registers(address, count=count, device_id=self.unit)
-        elif function == READ_HOLDING:
-            call = client.read_holding_registers(address, count=count, device_id=self.unit)
-        elif function == READ_COILS:
-            call = client.read_coils(address, count=count, device_id=self.unit)
-        else:
-            call = client.write_coil(address, value, device_id=self.unit)
-        task = asyncio.ensure_future(call)
-        try:
-            waiters: list[asyncio.Future[Any]] = [task, problem]
-            await asyncio.wait(waiters, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self.bytes_exchanged += self._sent_bytes + len(self._received)
-            self._expected, self._problem = None, None
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ModbusException):
-                    await task
-        if problem.done():
-            error = problem.exception()
-            assert error is not None
-            raise error
-        if not task.done() or task.cancelled():
-            raise self._silence(function, address, expected)
-        error = task.exception()
-        if isinstance(error, ConnectionException):
-            raise ConnectionFailed(f"lost the connection: {error}")
-        if isinstance(error, ModbusIOException):
-            raise self._silence(function, address, expected)
-        if error is not None:
-            raise FrameError(f"pymodbus could not decode the answer: {error}")
-        response = task.result()
-        if response.isError():
-            raise MeterRejected(
-                f"{self.url}: the meter rejected {function_name(function)} (function "
-                f"{function}) of {count} at address {address} ({address:#06x}) with "
-                f"exception {describe_exception(response.exception_code)}"
-            )
-        return response
-
-    def _silence(self, function: int, address: int, expected: Expected) -> MeterError:
-        """The error for an answer that did not complete in time: none at all, or a part."""
-        what = f"{function_name(function)} at address {address}"
-        if self._received:
-            return FrameError(
-                f"truncated answer to {what}: {len(self._received)} of "
-                f"{expected.frame_size(False)} bytes arrived within {self.timeout_s} s "
-                f"({self._received[:32].hex(' ')})"
-            )
-        return MeterTimeout(f"no answer to {what} within {self.timeout_s} s")
-
-    # ---------------------------------------------------------------------------- pymodbus hooks
-
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        """Count every byte and vet every incoming buffer (pymodbus calls it for both)."""
-        expected = self._expected
-        if expected is None:
-            return data  # stale bytes between transactions: pymodbus drops them at the next send
-        if sending:
-            self._sent_bytes += len(data)
-            if self.framing == "tcp" and len(data) >= 2:
-                self._expected = replace(expected, transaction_id=int.from_bytes(data[:2], "big"))
-            return data
-        self._received = data  # pymodbus passes the whole buffer received so far
-        try:
-            check_response(data, expected)
-        except FrameError as exc:
-            if self._problem is not None and not self._problem.done():
-                self._problem.set_exception(exc)
-            return b""  # keep pymodbus from decoding it
-        return data
-
-    def _trace_connect(self, connected: bool) -> None:
-        if connected or self._problem is None or self._problem.done():
-            return
-        self._problem.set_exception(ConnectionFailed("the meter closed the connection"))
+        return await self._connection.read_registers(self.unit, table, address, count)

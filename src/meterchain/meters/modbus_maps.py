@@ -178,33 +178,47 @@ def available_maps() -> list[str]:
 
 def load_map(name_or_path: str) -> RegisterMap:
     """A shipped map by name (`sdm630`) or any map file by path (`./my_meter.toml`)."""
+    path = map_path(name_or_path, MAPS_DIR, "register map")
+    return parse_map(read_map_file(path, "register map"), str(path))
+
+
+def map_path(name_or_path: str, maps_dir: Path, kind: str) -> Path:
+    """The file of a shipped map (`sdm630` in `maps_dir`) or of a path (`./my.toml`).
+
+    Meter and device maps are found the same way; `kind` ("register map", "device map")
+    names them in the error that lists the shipped ones.
+    """
     if name_or_path.endswith(".toml") or "/" in name_or_path:
-        path = Path(name_or_path)
-    else:
-        path = MAPS_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise RegisterMapError(
-                f"unknown register map {name_or_path!r}; shipped maps: "
-                f"{', '.join(available_maps())} (or give the path of a .toml map file)"
-            )
-    return _load_path(str(path))
+        return Path(name_or_path)
+    path = maps_dir / f"{name_or_path}.toml"
+    if not path.is_file():
+        shipped = sorted(each.stem for each in maps_dir.glob("*.toml"))
+        raise RegisterMapError(
+            f"unknown {kind} {name_or_path!r}; shipped maps: "
+            f"{', '.join(shipped)} (or give the path of a .toml map file)"
+        )
+    return path
 
 
-def _load_path(path: str) -> RegisterMap:
+def read_map_file(path: Path, kind: str) -> dict[str, object]:
+    """The TOML of a map file; a missing, unreadable or malformed file is a `RegisterMapError`."""
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
-        raise RegisterMapError(f"register map file {path} does not exist") from None
+        raise RegisterMapError(f"{kind} file {path} does not exist") from None
     except OSError as exc:
-        raise RegisterMapError(f"cannot read register map file {path}: {exc}") from None
+        raise RegisterMapError(f"cannot read {kind} file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RegisterMapError(f"{path}: not valid TOML: {exc}") from None
-    return parse_map(data, path)
 
 
-class _Checker:
-    """Reads keys from the parsed TOML, naming the file and the key in every complaint."""
+class MapChecker:
+    """Reads keys from the parsed TOML, naming the file and the key in every complaint.
+
+    Public so that device maps (`devices/maps.py`), which extend the meter maps' syntax, check
+    their keys with the same words.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -281,25 +295,22 @@ _POINT_KEYS = (
 
 def parse_map(data: Mapping[str, object], source: str) -> RegisterMap:
     """Check a parsed map file and build the `RegisterMap`; `source` names it in errors."""
-    check = _Checker(source)
+    check = MapChecker(source)
     data = check.table(data, "(file)")
     check.only(data, "", _TOP_KEYS)
     if "name" not in data:
         raise check.fail("name", "missing; give the meter model's name")
     name = check.text(data["name"], "name")
-    word_order = check.text(data.get("word_order", "big"), "word_order", ("big", "little"))
-    max_gap = check.integer(data.get("max_gap_registers", 0), "max_gap_registers", 0, 100)
-    sentinels = check.text(data.get("sentinels", "none"), "sentinels", ("none", "sunspec"))
-    sunspec = _parse_sunspec(check, data["sunspec"]) if "sunspec" in data else None
+    word_order, max_gap, sentinels = parse_encoding(check, data, "none")
+    sunspec = parse_sunspec(check, data["sunspec"]) if "sunspec" in data else None
     if "points" not in data:
         raise check.fail("points", "missing; a map needs at least the points of a reading")
     raw_points = check.table(data["points"], "points")
     points = {
-        point_name: _parse_point(check, point_name, raw, sunspec)
+        point_name: parse_point(check, point_name, raw, sunspec)
         for point_name, raw in raw_points.items()
     }
-    _check_scale_factors(check, points)
-    _check_overlaps(check, points, sunspec)
+    check_points(check, points, sunspec)
     reading = _parse_reading(check, data.get("reading"), points)
     identity = None
     if "identity" in data:
@@ -317,14 +328,27 @@ def parse_map(data: Mapping[str, object], source: str) -> RegisterMap:
         reading=reading,
         word_order=word_order,
         max_gap_registers=max_gap,
-        sunspec_sentinels=sentinels == "sunspec",
+        sunspec_sentinels=sentinels,
         identity=identity,
         relay=relay,
         sunspec=sunspec,
     )
 
 
-def _parse_sunspec(check: _Checker, raw: object) -> SunSpecLayout:
+def parse_encoding(
+    check: MapChecker, data: Mapping[str, object], default_sentinels: str
+) -> tuple[str, int, bool]:
+    """A map's `word_order`, `max_gap_registers` and whether SunSpec sentinels apply."""
+    word_order = check.text(data.get("word_order", "big"), "word_order", ("big", "little"))
+    max_gap = check.integer(data.get("max_gap_registers", 0), "max_gap_registers", 0, 100)
+    sentinels = check.text(
+        data.get("sentinels", default_sentinels), "sentinels", ("none", "sunspec")
+    )
+    return word_order, max_gap, sentinels == "sunspec"
+
+
+def parse_sunspec(check: MapChecker, raw: object) -> SunSpecLayout:
+    """The `[sunspec]` table: the marker's address and the models in their order."""
     section = check.table(raw, "sunspec")
     check.only(section, "sunspec", ("base", "models"))
     if "base" not in section or "models" not in section:
@@ -349,7 +373,8 @@ def _parse_sunspec(check: _Checker, raw: object) -> SunSpecLayout:
     return layout
 
 
-def _parse_point(check: _Checker, name: str, raw: object, sunspec: SunSpecLayout | None) -> Point:
+def parse_point(check: MapChecker, name: str, raw: object, sunspec: SunSpecLayout | None) -> Point:
+    """One `[points.NAME]` table: where the point is, its type and how its value scales."""
     key = f"points.{name}"
     if not _NAME.match(name):
         raise check.fail(key, "point names are letters, digits and underscores")
@@ -424,7 +449,7 @@ def _parse_point(check: _Checker, name: str, raw: object, sunspec: SunSpecLayout
 
 
 def _parse_value(
-    check: _Checker, key: str, raw: object, type_: str, size: int
+    check: MapChecker, key: str, raw: object, type_: str, size: int
 ) -> int | float | str:
     if type_ == "string":
         text = check.text(raw, key)
@@ -439,7 +464,15 @@ def _parse_value(
     return check.integer(raw, key, low, high)
 
 
-def _check_scale_factors(check: _Checker, points: Mapping[str, Point]) -> None:
+def check_points(
+    check: MapChecker, points: Mapping[str, Point], sunspec: SunSpecLayout | None
+) -> None:
+    """Checks across points: scale factors name sunssf points, and no two points overlap."""
+    _check_scale_factors(check, points)
+    _check_overlaps(check, points, sunspec)
+
+
+def _check_scale_factors(check: MapChecker, points: Mapping[str, Point]) -> None:
     for name, point in points.items():
         if point.scale_factor is None:
             continue
@@ -454,7 +487,7 @@ def _check_scale_factors(check: _Checker, points: Mapping[str, Point]) -> None:
 
 
 def _check_overlaps(
-    check: _Checker, points: Mapping[str, Point], sunspec: SunSpecLayout | None
+    check: MapChecker, points: Mapping[str, Point], sunspec: SunSpecLayout | None
 ) -> None:
     starts = sunspec.standard_starts() if sunspec else {}
     spans: list[tuple[str, int, int, str]] = []
@@ -477,7 +510,7 @@ def _check_overlaps(
             )
 
 
-def _parse_reading(check: _Checker, raw: object, points: Mapping[str, Point]) -> dict[str, str]:
+def _parse_reading(check: MapChecker, raw: object, points: Mapping[str, Point]) -> dict[str, str]:
     if raw is None:
         raise check.fail("reading", f"missing; map each of {', '.join(READING_FIELDS)} to a point")
     section = check.table(raw, "reading")
@@ -501,7 +534,7 @@ def _parse_reading(check: _Checker, raw: object, points: Mapping[str, Point]) ->
     return reading
 
 
-def _parse_relay(check: _Checker, raw: object) -> Relay:
+def _parse_relay(check: MapChecker, raw: object) -> Relay:
     section = check.table(raw, "relay")
     check.only(section, "relay", ("coil", "connected"))
     if "coil" not in section:

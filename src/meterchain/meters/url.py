@@ -1,10 +1,15 @@
-"""Meter URLs: `PROTOCOL[+TRANSPORT]://HOST:PORT?opts` or `PROTOCOL[+rtu|+hdlc]:///dev/tty…`."""
+"""Meter URLs: `PROTOCOL[+TRANSPORT]://HOST:PORT?opts` or `PROTOCOL[+rtu|+hdlc]:///dev/tty…`.
+
+Device URLs (`devices/url.py`) have the same shape; `EndpointUrl` and `split_endpoint` are the
+parts both parse with, so a host, a port, a device path and an option mean the same in each.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from typing import ClassVar
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from meterchain.meters.errors import InvalidMeterUrl
 
@@ -13,8 +18,14 @@ SERIAL_TRANSPORTS = ("rtu", "hdlc", "serial")
 
 
 @dataclass(frozen=True)
-class MeterUrl:
-    """A parsed meter URL. `transport` is "tcp" or a serial transport; serial URLs have `device`."""
+class EndpointUrl:
+    """What meter and device URLs share: a TCP endpoint or a serial device path, and options.
+
+    Each kind of URL raises its own error type (`invalid`), so a bad option in a device URL is
+    a device error and one in a meter URL a meter error, while the checks are written once.
+    """
+
+    invalid: ClassVar[type[Exception]]
 
     protocol: str
     transport: str
@@ -28,6 +39,11 @@ class MeterUrl:
     def is_serial(self) -> bool:
         return self.transport != "tcp"
 
+    @property
+    def where(self) -> str:
+        """The link the URL reaches: host:port, or the serial device path."""
+        return self.device if self.is_serial else f"{self.host}:{self.port}"
+
     def option(self, name: str, default: str) -> str:
         return self.options.get(name, default)
 
@@ -38,9 +54,7 @@ class MeterUrl:
         try:
             return int(value, 0)
         except ValueError:
-            raise InvalidMeterUrl(
-                f"{self.raw}: option {name}={value!r} is not an integer"
-            ) from None
+            raise self.invalid(f"{self.raw}: option {name}={value!r} is not an integer") from None
 
     def float_option(self, name: str, default: float) -> float:
         value = self.options.get(name)
@@ -49,19 +63,67 @@ class MeterUrl:
         try:
             return float(value)
         except ValueError:
-            raise InvalidMeterUrl(f"{self.raw}: option {name}={value!r} is not a number") from None
+            raise self.invalid(f"{self.raw}: option {name}={value!r} is not a number") from None
 
     def reject_unknown_options(self, known: Iterable[str]) -> None:
         """A misspelt option must not be silently ignored: name it and the known ones."""
         allowed = sorted(known)
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
-            raise InvalidMeterUrl(
+            raise self.invalid(
                 f"{self.raw}: unknown option {', '.join(unknown)}; known: {', '.join(allowed)}"
             )
 
+    def unit(self) -> int:
+        """The Modbus unit id (1 by default; 1..247 on a serial line, 0..255 on TCP)."""
+        unit = self.int_option("unit", 1)
+        low, high = (1, 247) if self.is_serial else (0, 255)
+        if not low <= unit <= high:
+            raise self.invalid(f"{self.raw}: unit={unit} is outside {low}..{high}")
+        return unit
+
     def __str__(self) -> str:
         return self.raw
+
+
+@dataclass(frozen=True)
+class MeterUrl(EndpointUrl):
+    """A parsed meter URL. `transport` is "tcp" or a serial transport; serial URLs have `device`."""
+
+    invalid: ClassVar[type[Exception]] = InvalidMeterUrl
+
+
+def split_endpoint(
+    text: str,
+    parts: SplitResult,
+    tcp: bool,
+    *,
+    kind: str,
+    example_port: int,
+    invalid: Callable[[str], Exception],
+) -> tuple[str, int, str]:
+    """(host, port, device path) of a split URL: a TCP one needs both host and port, a serial
+    one a path and no host. `kind` ("meter", "device") and `example_port` word the errors."""
+    scheme = parts.scheme.lower()
+    if tcp:
+        if not parts.hostname:
+            raise invalid(
+                f"{text}: a TCP {kind} URL needs a host, e.g. {scheme}://127.0.0.1:{example_port}"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise invalid(f"{text}: the port is not a number from 0 to 65535") from None
+        if port is None:
+            raise invalid(
+                f"{text}: a TCP {kind} URL needs a port, e.g. {scheme}://127.0.0.1:{example_port}"
+            )
+        return parts.hostname, port, ""
+    if parts.hostname or not parts.path:
+        raise invalid(
+            f"{text}: a serial {kind} URL names a device path, e.g. {scheme}:///dev/ttyUSB0"
+        )
+    return "", 0, parts.path
 
 
 def parse_meter_url(text: str) -> MeterUrl:
@@ -80,26 +142,16 @@ def parse_meter_url(text: str) -> MeterUrl:
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     if not transport:
         transport = "tcp" if parts.hostname else "serial"
-    if transport == "tcp":
-        if not parts.hostname:
-            raise InvalidMeterUrl(
-                f"{text}: a TCP meter URL needs a host, e.g. {scheme}://127.0.0.1:5020"
-            )
-        try:
-            port = parts.port
-        except ValueError:
-            raise InvalidMeterUrl(f"{text}: the port is not a number from 0 to 65535") from None
-        if port is None:
-            raise InvalidMeterUrl(
-                f"{text}: a TCP meter URL needs a port, e.g. {scheme}://127.0.0.1:5020"
-            )
-        return MeterUrl(protocol, "tcp", parts.hostname, port, "", options, text)
-    if transport in SERIAL_TRANSPORTS:
-        if parts.hostname or not parts.path:
-            raise InvalidMeterUrl(
-                f"{text}: a serial meter URL names a device path, e.g. {scheme}:///dev/ttyUSB0"
-            )
-        return MeterUrl(protocol, transport, "", 0, parts.path, options, text)
+    if transport == "tcp" or transport in SERIAL_TRANSPORTS:
+        host, port, device = split_endpoint(
+            text,
+            parts,
+            transport == "tcp",
+            kind="meter",
+            example_port=5020,
+            invalid=InvalidMeterUrl,
+        )
+        return MeterUrl(protocol, transport, host, port, device, options, text)
     raise InvalidMeterUrl(
         f"{text}: unknown transport {transport!r}; use tcp or one of {', '.join(SERIAL_TRANSPORTS)}"
     )

@@ -13,6 +13,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from meterchain.devices.sim.sunspec_server import FAULTS
+from meterchain.meters.sim.modbus_serving import sim_device
 from meterchain.meters.sim.physical import PhysicalMeter
 
 COILS = 16  # coils 0..15, one register of bits
@@ -43,16 +44,8 @@ class RelayBoard:
         return name is not None and self.meter.switched_load_on(name)
 
     def sim_device(self, unit: int) -> SimDevice:
-        return SimDevice(
-            unit,
-            simdata=(
-                [SimData(0, values=[False] * COILS, datatype=DataType.BITS)],
-                [SimData(0, values=[False], datatype=DataType.BITS, readonly=True)],
-                [SimData(0, values=[0], datatype=DataType.REGISTERS, readonly=True)],
-                [SimData(0, values=[0], datatype=DataType.REGISTERS, readonly=True)],
-            ),
-            action=self.action,
-        )
+        coils = SimData(0, values=[False] * COILS, datatype=DataType.BITS)
+        return sim_device(unit, self.action, coils=coils)
 
     async def action(
         self,

@@ -29,6 +29,7 @@ from meterchain.meters.modbus_maps import (
     encode_text,
     unimplemented_words,
 )
+from meterchain.meters.sim.modbus_serving import sim_device
 from meterchain.meters.sim.physical import MeterState, PhysicalMeter
 
 SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"
@@ -343,16 +344,8 @@ class SunSpecRegisters:
 
     def sim_device(self, unit: int) -> SimDevice:
         """A pymodbus SimDevice whose action serves and takes these registers."""
-        return SimDevice(
-            unit,
-            simdata=(
-                [SimData(0, values=[False], datatype=DataType.BITS, readonly=True)],
-                [SimData(0, values=[False], datatype=DataType.BITS, readonly=True)],
-                [SimData(self.base, values=list(self.static), datatype=DataType.REGISTERS)],
-                [SimData(0, values=[0], datatype=DataType.REGISTERS, readonly=True)],
-            ),
-            action=self.action,
-        )
+        holding = SimData(self.base, values=list(self.static), datatype=DataType.REGISTERS)
+        return sim_device(unit, self.action, holding=holding)
 
     async def action(
         self,

@@ -5,22 +5,16 @@ codec (pymodbus 3.16 calls a SimDevice's `action` before it answers); writing th
 calls `meter.set_relay`. Any shipped map can be served (`map="sunspec203"` lays out the SunSpec
 marker, the common model and model 203 from holding register 40000).
 
-On TCP an unknown unit id gets exception 0x0B (gateway target failed to respond), as from a
-Modbus gateway; on a serial line it gets silence, as from an RS-485 bus where nobody has it.
+Serving (TCP or RTU, unknown unit ids answered as a gateway or a bus would) is
+`meters/sim/modbus_serving.py`, shared with the device simulators.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
 
-from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import NoSuchIdException
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-from pymodbus.simulator.simcore import SimCore
 
 from meterchain.meters.errors import MeterError
 from meterchain.meters.modbus_maps import (
@@ -33,6 +27,7 @@ from meterchain.meters.modbus_maps import (
     load_map,
     unimplemented_words,
 )
+from meterchain.meters.sim.modbus_serving import serve_serial, serve_tcp, sim_device
 from meterchain.meters.sim.physical import MeterState, PhysicalMeter
 from meterchain.meters.sim.server import RunningServer
 from meterchain.model import RelayState
@@ -41,13 +36,6 @@ SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"
 SUNSPEC_END = (0xFFFF, 0)
 _TABLE_OF_FUNCTION = {3: "holding", 4: "input", 6: "holding", 16: "holding", 22: "holding"}
 _COIL_FUNCTIONS = (1, 5, 15)
-
-# pymodbus logs every refused request (unknown unit, bad address) at ERROR with a frame dump;
-# for a simulator those are the expected answers to tests, not faults. Keep only CRITICAL
-# unless the application has set the "pymodbus" logger's level itself.
-_PYMODBUS_LOG = logging.getLogger("pymodbus")
-if _PYMODBUS_LOG.level == logging.NOTSET:
-    _PYMODBUS_LOG.setLevel(logging.CRITICAL)
 
 
 class MeterRegisters:
@@ -130,24 +118,21 @@ class MeterRegisters:
     def sim_device(self, unit: int) -> SimDevice:
         """A pymodbus SimDevice whose action recomputes the registers on every request."""
 
-        def registers_of(table: str) -> list[SimData]:
+        def registers_of(table: str) -> SimData | None:
             if table not in self.blocks:
-                return [SimData(0, values=[0], datatype=DataType.REGISTERS, readonly=True)]
+                return None
             start, size = self.blocks[table]
             words = self._static[table]
-            return [SimData(start, values=words[:size], datatype=DataType.REGISTERS, readonly=True)]
+            return SimData(start, values=words[:size], datatype=DataType.REGISTERS, readonly=True)
 
         relay = self.register_map.relay
         coil = relay.coil if relay else 0
-        return SimDevice(
+        return sim_device(
             unit,
-            simdata=(
-                [SimData(coil, values=[False], datatype=DataType.BITS)],
-                [SimData(0, values=[False], datatype=DataType.BITS)],
-                registers_of("holding"),
-                registers_of("input"),
-            ),
-            action=self.action,
+            self.action,
+            coils=SimData(coil, values=[False], datatype=DataType.BITS),
+            holding=registers_of("holding"),
+            input_registers=registers_of("input"),
         )
 
     async def action(
@@ -216,27 +201,6 @@ def _identity_words(register_map: RegisterMap, point: Point, meter_id: str) -> l
         raise MeterError(f"meter id {meter_id!r} does not fit: {exc}") from None
 
 
-class _UnitAwareCore(SimCore):
-    """pymodbus's SimCore falls back to device 0 and fails with KeyError for any other unit
-    id; this raises NoSuchIdException, which the server turns into exception 0x0B or silence."""
-
-    def _check(self, device_id: int) -> None:
-        if device_id not in self.devices:
-            raise NoSuchIdException(f"no meter with unit id {device_id}")
-
-    async def async_getValues(
-        self, device_id: int, func_code: int, address: int, count: int = 1
-    ) -> list[int] | list[bool] | ExcCodes:
-        self._check(device_id)
-        return await super().async_getValues(device_id, func_code, address, count)
-
-    async def async_setValues(
-        self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
-    ) -> ExcCodes | None:
-        self._check(device_id)
-        return await super().async_setValues(device_id, func_code, address, values)
-
-
 def _registers(meter: PhysicalMeter, map_name: str) -> MeterRegisters:
     return MeterRegisters(meter, load_map(map_name))
 
@@ -246,22 +210,7 @@ async def start_tcp(
 ) -> RunningServer:
     """Serve `meter` as a Modbus TCP device (port 0 picks a free port; see `.port`)."""
     device = _registers(meter, map).sim_device(unit)
-    server = ModbusTcpServer([device], address=(host, port), ignore_missing_devices=False)
-    server.context = _UnitAwareCore([device])
-    try:
-        await server.serve_forever(background=True)
-    except RuntimeError:
-        raise MeterError(
-            f"cannot listen on {host}:{port}; is the port in use or the address not local?"
-        ) from None
-    transport = server.transport
-    bound_port = int(transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
-
-    async def stop() -> None:
-        await server.shutdown()  # type: ignore[no-untyped-call]
-        await asyncio.sleep(0)
-
-    return RunningServer(f"{host}:{bound_port}", bound_port, stop)
+    return await serve_tcp([device], host, port, error=MeterError)
 
 
 async def start_serial(
@@ -274,23 +223,4 @@ async def start_serial(
 ) -> RunningServer:
     """Serve `meter` as a Modbus RTU device on a serial port (or one end of a virtual cable)."""
     sim_device = _registers(meter, map).sim_device(unit)
-    server = ModbusSerialServer(
-        [sim_device],
-        framer=FramerType.RTU,
-        port=device,
-        baudrate=baud,
-        ignore_missing_devices=True,
-    )
-    server.context = _UnitAwareCore([sim_device])
-    try:
-        await server.serve_forever(background=True)
-    except RuntimeError:
-        raise MeterError(
-            f"cannot open serial port {device}; check the path and permissions"
-        ) from None
-
-    async def stop() -> None:
-        await server.shutdown()  # type: ignore[no-untyped-call]
-        await asyncio.sleep(0)
-
-    return RunningServer(device, 0, stop)
+    return await serve_serial([sim_device], device, baud=baud, error=MeterError)
