@@ -65,6 +65,7 @@ def test_an_unknown_map_lists_the_shipped_ones() -> None:
         ("sunspec+tcp://127.0.0.1:502?kind=ev", "kind=ev is not one of battery, pv, load"),
         ("sunspec+tcp://127.0.0.1:502?kind=pv&revert_s=-1", "revert_s=-1 is outside"),
         ("relay+tcp://127.0.0.1:502?coil=x", "coil='x' is not an integer"),
+        ("relay+tcp://127.0.0.1:502?coil=0&deadline_s=0", "deadline_s=0 must be a positive"),
     ],
 )
 def test_bad_device_urls_say_what_is_wrong(url: str, problem: str) -> None:
@@ -80,3 +81,9 @@ def test_a_serial_url_keeps_its_line_settings() -> None:
         "19200",
         "/dev/ttyUSB0",
     )
+
+
+def test_a_device_url_may_bound_each_operation_like_a_meter_url() -> None:
+    """The engine's deadline message suggests `deadline_s=`: device URLs take it too."""
+    relay = open_device("relay+tcp://127.0.0.1:502?unit=1&coil=0&deadline_s=12.5")
+    assert relay.link.policy.deadline_s == 12.5  # type: ignore[attr-defined]

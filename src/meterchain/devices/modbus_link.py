@@ -21,6 +21,7 @@ from meterchain.devices.errors import (
     DeviceFrameError,
     DeviceRejected,
     DeviceTimeout,
+    InvalidDeviceUrl,
 )
 from meterchain.devices.url import DeviceUrl
 from meterchain.meters.errors import FrameError, MeterError, MeterRejected, MeterTimeout
@@ -31,6 +32,7 @@ from meterchain.meters.modbus_link import (
     link_settings,
 )
 from meterchain.meters.retry import (
+    DEADLINE_OPTION,
     RetryPolicy,
     check_retry_settings,
     default_deadline_s,
@@ -40,7 +42,7 @@ from meterchain.meters.retry import (
 
 T = TypeVar("T")
 
-LINK_OPTIONS = SERIAL_OPTIONS
+LINK_OPTIONS = (*SERIAL_OPTIONS, DEADLINE_OPTION)
 # One try: at most a connection and one answer, each within the timeout; the deadline leaves
 # room for one more, so it only ever cuts a try that drags on past what a timeout allows.
 ANSWERS_PER_TRY = 3
@@ -74,9 +76,15 @@ class ModbusLink:
         settings = link_settings(url)
         self.framing = settings.framing
         self.baud, self.parity, self.stopbits = settings.baud, settings.parity, settings.stopbits
-        self.policy = RetryPolicy(
-            tries, timeout_s, default_deadline_s(tries, timeout_s, ANSWERS_PER_TRY)
+        # A URL's `deadline_s=` bounds one operation, every try included, as for meters.
+        deadline_s = url.float_option(
+            DEADLINE_OPTION, default_deadline_s(tries, timeout_s, ANSWERS_PER_TRY)
         )
+        if not 0 < deadline_s < float("inf"):
+            raise InvalidDeviceUrl(
+                f"{url}: {DEADLINE_OPTION}={deadline_s:g} must be a positive number of seconds"
+            )
+        self.policy = RetryPolicy(tries, timeout_s, deadline_s)
         self._connection = ModbusConnection(
             settings, timeout_s=timeout_s, peer="device", name=url.where
         )
