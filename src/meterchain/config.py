@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Protocol = Literal["modbus", "dlms", "iec62056-21", "nbr14522"]
 Mechanism = Literal["pay-as-clear", "pay-as-bid"]
@@ -156,11 +163,14 @@ class AirConditionerConfig(Strict):
 
     def comfort_band_c(self, moment: datetime, timezone: str) -> tuple[float, float]:
         """The comfort band in force at a moment (people home or out, local time)."""
+        home = self._home(moment, timezone)
+        return self.comfort_min_c, self.comfort_max_c if home else self.comfort_max_away_c
+
+    def _home(self, moment: datetime, timezone: str) -> bool:
         local = moment.astimezone(ZoneInfo(timezone))
         hour = local.hour + local.minute / 60
         start, end = self.home_from_hour, self.home_until_hour
-        home = (start <= hour or hour < end) if start > end else (start <= hour < end)
-        return self.comfort_min_c, self.comfort_max_c if home else self.comfort_max_away_c
+        return (start <= hour or hour < end) if start > end else (start <= hour < end)
 
     @model_validator(mode="after")
     def _band(self) -> AirConditionerConfig:
@@ -171,6 +181,75 @@ class AirConditionerConfig(Strict):
                 f"({self.comfort_max_away_c})"
             )
         return self
+
+
+class ThermalLoadConfig(AirConditionerConfig):
+    """A board's relay-switched thermal load (`[[site.der.thermal]]`, docs/der.md): an air
+    conditioner, an electric water heater or a heat pump, with the 1R1C model of the room or
+    tank it serves. The relay at `url` switches it off, or on at `max_power_kw`.
+
+    Beside the air conditioner's settings: `mode` "heat" for a water heater or heat pump (a
+    heat pump's COP rises with the outdoor temperature: a positive `cop_change_per_k`; a
+    resistive heater has COP 1 and no change), `surroundings_c` for a machine indoors (a tank in
+    the laundry: that temperature instead of the outdoor forecast), `comfort_min_away_c` (the
+    band's bottom while people are out, e.g. a tank let cool) and `gain_by_hour_w`, 24 heat
+    gains by local hour (hot water drawn is a negative gain) in place of `heat_gain_w`.
+    """
+
+    name: str = Field(min_length=1, max_length=32)
+    url: str = Field(description="the relay, e.g. relay+rtu:///dev/ttyUSB1?unit=3&coil=1")
+    mode: Literal["cool", "heat"] = "cool"
+    cop_min: float = Field(1.0, gt=0)
+    cop_max: float = Field(8.0, gt=0)
+    surroundings_c: float | None = None
+    comfort_min_away_c: float | None = None
+    gain_by_hour_w: list[float] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _relay(cls, url: str) -> str:
+        _check_device_url(url, "load")
+        return url
+
+    @field_validator("control")
+    @classmethod
+    def _planned(cls, control: str) -> str:
+        if control != "plan":
+            raise ValueError(
+                "a board plans its thermal loads: control must be 'plan' ('thermostat' is for "
+                "simulated households)"
+            )
+        return control
+
+    @field_validator("gain_by_hour_w")
+    @classmethod
+    def _hours(cls, gains: list[float]) -> list[float]:
+        if gains and len(gains) != 24:
+            raise ValueError(f"give 24 gains, one per local hour, not {len(gains)}")
+        return gains
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ThermalLoadConfig:
+        if self.cop_max < self.cop_min:
+            raise ValueError(f"cop_max {self.cop_max} is below cop_min {self.cop_min}")
+        if self.comfort_min_away_c is not None and self.comfort_min_away_c > self.comfort_min_c:
+            raise ValueError(
+                f"comfort_min_away_c {self.comfort_min_away_c} is above comfort_min_c "
+                f"{self.comfort_min_c}"
+            )
+        return self
+
+    def comfort_band_c(self, moment: datetime, timezone: str) -> tuple[float, float]:
+        low, high = super().comfort_band_c(moment, timezone)
+        if self.comfort_min_away_c is not None and not self._home(moment, timezone):
+            low = self.comfort_min_away_c
+        return low, high
+
+    def gain_w(self, moment: datetime, timezone: str) -> float:
+        """The heat gain at a moment: by local hour when given, else `heat_gain_w`."""
+        if not self.gain_by_hour_w:
+            return self.heat_gain_w
+        return self.gain_by_hour_w[moment.astimezone(ZoneInfo(timezone)).hour]
 
 
 def _clock_minutes(value: str) -> int:
@@ -307,6 +386,7 @@ class DerConfig(Strict):
     export_limit_kw: float | None = Field(None, ge=0)
     limit_windows: list[GridLimitWindow] = Field(default_factory=list)
     soc_targets: list[SocTargetConfig] = Field(default_factory=list)
+    thermal: list[ThermalLoadConfig] = Field(default_factory=list)
     end_soc: float = Field(0.5, ge=0, le=1, description="SoC wanted at the horizon's end")
     pv_curtailable: bool = True
     timezone: str = "America/Fortaleza"
@@ -318,6 +398,10 @@ class DerConfig(Strict):
         names = [b.name for b in self.batteries]
         if len(set(names)) != len(names):
             raise ValueError(f"battery names must be unique, got {names}")
+        loads = [d.name for d in self.deferrable_loads] + [t.name for t in self.thermal]
+        twice = sorted({n for n in loads if loads.count(n) > 1})
+        if twice:
+            raise ValueError(f"load names used twice (deferrable or thermal): {', '.join(twice)}")
         return self
 
 

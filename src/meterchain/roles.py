@@ -174,6 +174,17 @@ class BoardConfig(RoleModel):
         default=90, gt=0, description="how long the board keeps its interval records"
     )
 
+    @model_validator(mode="after")
+    def _one_relay_per_name(self) -> BoardConfig:
+        thermal = {t.name for t in self.site.der.thermal} if self.site.der is not None else set()
+        both = sorted(thermal & {load.name for load in self.devices.loads})
+        if both:
+            raise ValueError(
+                f"{', '.join(both)}: named by [[site.der.thermal]] and by [[devices.loads]]; "
+                "a thermal load names its own relay (url), give each load one name"
+            )
+        return self
+
     @property
     def agent_name(self) -> str:
         return self.name or f"prosumer-{self.meter_id}"

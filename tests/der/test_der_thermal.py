@@ -168,3 +168,74 @@ def test_a_comfort_band_upside_down_is_refused() -> None:
 def test_a_thermal_forecast_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(InvalidSite, match="outdoor_c needs one value per step"):
         evening(bedroom_ac(outdoor_c=[30.0] * 3), [0.8] * STEPS)
+
+
+def heat_pump(outdoor_c: list[float], gain_w: list[float], steps: int) -> ThermalLoad:
+    """An air-to-water heat pump heating a house: COP 3 at 7 °C, 0.1 more per kelvin."""
+    return ThermalLoad(
+        name="hp",
+        max_power_w=3_000.0,
+        capacitance_wh_per_k=5_000.0,
+        resistance_k_per_w=0.005,  # 200 W/K to the outside
+        initial_c=20.0,
+        outdoor_c=outdoor_c,
+        comfort_min_c=[20.0] * steps,
+        comfort_max_c=[23.0] * steps,
+        heat_gain_w=gain_w,
+        mode="heat",
+        cop_at_reference=3.0,
+        reference_outdoor_c=7.0,
+        cop_change_per_k=0.1,
+        discomfort_per_kelvin_hour=50.0,
+    )
+
+
+def heat_problem(pump: ThermalLoad, steps: int, prices: list[float]) -> DerProblem:
+    return DerProblem(
+        site=Site("house"),
+        pv_w=[0.0] * steps,
+        load_w=[0.0] * steps,
+        buy_price_per_kwh=prices,
+        sell_price_per_kwh=[0.0] * steps,
+        thermal_loads=[pump],
+        step_s=3600,
+    )
+
+
+def test_a_heat_pump_needs_more_electricity_for_the_same_heat_when_it_is_colder() -> None:
+    # The same house, held at 20 °C: at 2 °C outside and at 12 °C with 2 kW less of internal
+    # gains, so the heat it needs is the same; only the COP differs (2.5 against 3.5).
+    steps = 12
+    cold = heat_pump([2.0] * steps, [0.0] * steps, steps)
+    mild = heat_pump([12.0] * steps, [-2_000.0] * steps, steps)
+    assert cop(cold, 2.0) == pytest.approx(2.5) and cop(mild, 12.0) == pytest.approx(3.5)
+    plans = {name: optimise(heat_problem(p, steps, [0.8] * steps)) for name, p in
+             (("cold", cold), ("mild", mild))}  # fmt: skip
+    used_wh = {name: sum(plan.thermal_w["hp"]) for name, plan in plans.items()}
+    assert used_wh["cold"] > 0
+    # the same heat (COP × electricity), and as much more electricity as the COP is worse
+    assert used_wh["cold"] * 2.5 == pytest.approx(used_wh["mild"] * 3.5, rel=1e-4)
+    for plan in plans.values():
+        assert min(plan.temperature_c["hp"]) >= 20.0 - 1e-6
+        assert plan.discomfort_k_h == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_heat_pump_stores_heat_when_the_afternoon_is_mild() -> None:
+    # flat prices, a night at 0 °C and an afternoon at 14 °C: heat is cheaper per kWh in the
+    # afternoon (COP 3.7 against 2.3), so the house is warmed then and coasts into the night
+    steps = 24
+    outdoor = [0.0] * 12 + [14.0] * 6 + [0.0] * 6
+    pump = heat_pump(outdoor, [0.0] * steps, steps)
+    problem = heat_problem(pump, steps, [0.8] * steps)
+    plan = optimise(problem)
+    power, room = plan.thermal_w["hp"], plan.temperature_c["hp"]
+    assert max(room[12:18]) > 20.5  # above what the band asks: heat stored in the mass
+    held, thermostat = 20.0, []  # a thermostat holding 20 °C, for comparison
+    for t in range(steps):
+        kwargs = {"outdoor_c": outdoor[t], "gain_w": 0.0, "step_h": 1.0}
+        thermostat.append(power_to_reach_w(pump, held, 20.0, **kwargs))
+        held = next_temperature_c(pump, held, power_w=thermostat[-1], **kwargs)
+    assert sum(power[12:18]) > sum(thermostat[12:18]) + 500  # more while the COP is good
+    assert sum(power) < sum(thermostat) - 500  # and less over the day
+    evaluation = evaluate(problem, PlanFlows.of(plan))
+    assert evaluation.feasible and evaluation.cost == pytest.approx(plan.objective, rel=1e-6)

@@ -56,23 +56,41 @@ class AirConditionerDevice(Protocol):
 
 @dataclass
 class AirConditionerControl:
-    """An air conditioner the planner runs (or forecasts, under thermostat control)."""
+    """An air conditioner the planner runs (or forecasts, under thermostat control).
+
+    Without a `device` (a board's `[[site.der.thermal]]` load behind a relay, no sensor) the
+    planner tracks the room or tank with the 1R1C model from the powers it set (`tracked`), and
+    `on_off` makes each planned power the relay's: off, or on at full power.
+    """
 
     name: str
     config: AirConditionerConfig
-    device: AirConditionerDevice
+    device: AirConditionerDevice | None
     timezone: str
     forecaster: OutdoorForecaster
+    on_off: bool = False
+    tracked: tuple[datetime, float, float] | None = None  # (moment, °C then, W since)
 
     def band_c(self, moment: datetime) -> tuple[float, float]:
         return self.config.comfort_band_c(moment, self.timezone)
 
     def load(self, start: datetime, steps: int, step_s: int, room_c: float) -> ThermalLoad:
         """The optimiser's view of the air conditioner over the horizon from `start`."""
-        outdoor = list(self.forecaster.forecast(start, steps, step_s))
+        from meterchain.config import ThermalLoadConfig
+
         moments = [start + timedelta(seconds=(k + 1) * step_s) for k in range(steps)]
         bands = [self.band_c(m) for m in moments]
         c = self.config
+        board = c if isinstance(c, ThermalLoadConfig) else None
+        if board is not None and board.surroundings_c is not None:
+            outdoor = [board.surroundings_c] * steps
+        else:
+            outdoor = list(self.forecaster.forecast(start, steps, step_s))
+        if board is not None:  # the gain of each step, by the local hour of its middle
+            middle = timedelta(seconds=step_s / 2)
+            gains = [board.gain_w(m - middle, self.timezone) for m in moments]
+        else:
+            gains = [c.heat_gain_w] * steps
         return ThermalLoad(
             name=self.name,
             max_power_w=c.max_power_kw * 1000,
@@ -82,12 +100,40 @@ class AirConditionerControl:
             outdoor_c=outdoor,
             comfort_min_c=[low for low, _ in bands],
             comfort_max_c=[high for _, high in bands],
-            heat_gain_w=[c.heat_gain_w] * steps,
+            heat_gain_w=gains,
+            mode=board.mode if board is not None else "cool",
             cop_at_reference=c.cop_at_reference,
             reference_outdoor_c=c.reference_outdoor_c,
             cop_change_per_k=c.cop_change_per_k,
+            cop_min=board.cop_min if board is not None else 1.0,
+            cop_max=board.cop_max if board is not None else 8.0,
             discomfort_per_kelvin_hour=c.discomfort_per_kelvin_hour,
         )
+
+    def modelled_c(self, moment: datetime, step_s: int) -> float:
+        """Without a sensor: the temperature at `moment` by the model, from the last tracked
+        one under the power set then (one interval), and off after it (no plan, no switching)."""
+        if self.tracked is None:
+            return self.config.initial_c
+        at, temperature, power = self.tracked
+        steps = round((moment - at).total_seconds() / step_s)
+        if steps <= 0:
+            return temperature
+        from meterchain.der.thermal import temperatures_c
+
+        load = self.load(at, steps, step_s, temperature)
+        return temperatures_c(load, [power] + [0.0] * (steps - 1), step_s / 3600)[-1]
+
+    def track(self, interval_start: datetime, power_w: float, step_s: int) -> None:
+        """The interval that begins at `interval_start` runs at `power_w`."""
+        self.tracked = (interval_start, self.modelled_c(interval_start, step_s), power_w)
+
+    def switched_w(self, planned_w: float) -> float:
+        """What the machine draws for a planned power: a relay is off, or on at full power."""
+        if not self.on_off:
+            return planned_w
+        full = self.config.max_power_kw * 1000
+        return full if planned_w >= full / 2 else 0.0
 
     def thermostat_w(self, load: ThermalLoad, step_h: float) -> list[float]:
         """What an ideal inverter thermostat holding the top of the band would draw per step."""
@@ -132,16 +178,25 @@ class DerPlanner:
         self.flexible_orders = flexible_orders
         self.target_soc_fraction = target_soc_fraction
         self.executor = executor
-        self.air_conditioners = air_conditioners or []
+        self.air_conditioners = list(air_conditioners or [])
         # a board's [site.der]: batteries, daily loads, tariffs, limits, SoC targets
         self.equipment = equipment
         self.daily = None
         self.month_peak: tuple[tuple[int, int], float] = ((0, 0), 0.0)
         if equipment is not None:
             from meterchain.der.equipment import DailyLoads, site_from
+            from meterchain.der.weather import OutdoorForecaster
 
             self.site = site_from(equipment, site.name)
             self.daily = DailyLoads(equipment.deferrable_loads, equipment.timezone, step_s)
+            # [[site.der.thermal]]: relay-switched, no sensor, the room tracked by its model
+            zone = equipment.timezone
+            self.air_conditioners += [
+                AirConditionerControl(
+                    t.name, t, None, zone, OutdoorForecaster(timezone=zone), on_off=True
+                )
+                for t in equipment.thermal
+            ]
         # In this process (a board), one kept model re-planned each interval; a process pool
         # (the simulation) plans cold, with the same result.
         self.horizon: RecedingHorizon | None = None
@@ -159,7 +214,13 @@ class DerPlanner:
         steps = len(pv_w)
         thermal = []
         for control in self.air_conditioners:
-            room = (rooms_c or {}).get(control.name, control.config.initial_c)
+            room = (rooms_c or {}).get(control.name)
+            if room is None:
+                room = (
+                    control.modelled_c(interval_start, self.step_s)
+                    if control.device is None
+                    else control.config.initial_c
+                )
             load = control.load(interval_start, steps, self.step_s, room)
             if control.config.control == "plan":
                 thermal.append(load)
@@ -236,9 +297,14 @@ class DerPlanner:
         )
 
     def record(self, interval_start: datetime, plan: HouseholdPlan) -> None:
-        """What the plan set in motion for this interval: daily loads' energy, month's peak."""
+        """What the plan set in motion for this interval: daily loads' energy, month's peak,
+        the temperature of thermal loads without a sensor."""
         if self.daily is not None:
             self.daily.record(interval_start, plan.deferrable_power_w)
+        for control in self.air_conditioners:
+            if control.device is None:
+                power = plan.thermal_power_w.get(control.name, 0.0)
+                control.track(interval_start, power, self.step_s)
         month, peak = self.month_peak
         now = (interval_start.year, interval_start.month)
         drawn_kw = plan.expected_import_wh / (self.step_s / 3600) / 1000
@@ -257,9 +323,20 @@ class DerPlanner:
         problem = self.problem(interval_start, tariffs, soc_fraction)
         if self.horizon is None:
             self.horizon = RecedingHorizon(time_limit_s=5.0, mip_rel_gap=1e-4)
-        plan = solve_plan(problem, self._request(interval_start, now), self.horizon)
+        plan = self._switched(solve_plan(problem, self._request(interval_start, now), self.horizon))
         self.record(interval_start, plan)
         return plan
+
+    def _switched(self, plan: HouseholdPlan) -> HouseholdPlan:
+        """The plan with each relay-switched thermal load's power as its relay will draw it."""
+        switched = {c.name: c for c in self.air_conditioners if c.on_off}
+        if not switched:
+            return plan
+        powers = {
+            name: switched[name].switched_w(power) if name in switched else power
+            for name, power in plan.thermal_power_w.items()
+        }
+        return replace(plan, thermal_power_w=powers)
 
     async def plan_async(
         self,
@@ -287,6 +364,7 @@ class DerPlanner:
                 plan = await loop.run_in_executor(None, solve_plan, problem, request, self.horizon)
             else:
                 plan = await loop.run_in_executor(self.executor, solve_plan, problem, request)
+        plan = self._switched(plan)
         await self._apply_rooms(plan, interval_start)
         self.record(interval_start, plan)
         return plan
@@ -294,12 +372,16 @@ class DerPlanner:
     async def _read_rooms(self, now: datetime) -> dict[str, float]:
         rooms = {}
         for control in self.air_conditioners:
+            if control.device is None:  # no sensor: problem() takes the modelled temperature
+                continue
             rooms[control.name] = await control.device.room_c()
             control.forecaster.observe(now, await control.device.outdoor_c())
         return rooms
 
     async def _apply_rooms(self, plan: HouseholdPlan, interval_start: datetime) -> None:
         for control in self.air_conditioners:
+            if control.device is None:  # its relay is switched with the interval's loads
+                continue
             if control.config.control == "plan":
                 await control.device.set_power_w(plan.thermal_power_w.get(control.name, 0.0))
             else:  # its own thermostat holds the top of the band through the interval

@@ -293,7 +293,8 @@ class ProsumerAgent(Agent):
             "battery_power_w": plan.battery_power_w,
             "expected_import_wh": plan.expected_import_wh,
             "expected_export_wh": plan.expected_export_wh,
-            "loads_w": dict(plan.deferrable_power_w),
+            # relay-switched loads by name: deferrable ones and thermal ones behind a relay
+            "loads_w": {**plan.deferrable_power_w, **plan.thermal_power_w},
         }
 
     async def on_cleared(self, notice: ClearingNotice) -> None:

@@ -49,6 +49,8 @@ from meterchain.store.records import Records
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
+    from meterchain.agents.board_config import ConfiguredPlanner
+    from meterchain.agents.planning import Forecast
     from meterchain.chain.signing import MarketDomain
 
 # Each role imports only what it runs: a board never loads web3, the grid neither web3 nor
@@ -252,6 +254,33 @@ def _ticker(
     )
 
 
+def board_planner(config: BoardConfig, forecast: Forecast) -> ConfiguredPlanner:
+    """A board's planner: its `[site.der]` (batteries, daily loads, thermal loads, tariffs,
+    limits) with the battery and relay loads of its `[devices]`, bounded by the trading
+    settings the web interface sends."""
+    from meterchain.agents.board_config import ConfiguredPlanner
+    from meterchain.der.equipment import with_devices
+    from meterchain.der.site import Battery, Site
+
+    devices, interval_s = config.devices, config.schedule.interval_s
+    battery = None
+    if devices.battery is not None:
+        assert devices.battery_capacity_wh is not None and devices.battery_max_w is not None
+        battery = Battery(
+            capacity_wh=devices.battery_capacity_wh,
+            max_charge_power_w=devices.battery_max_w,
+            max_discharge_power_w=devices.battery_max_w,
+        )
+    return ConfiguredPlanner(
+        Site(name=config.meter_id, battery=battery),
+        forecast,
+        meter_id=config.meter_id,
+        horizon_steps=config.site.horizon_steps,
+        step_s=interval_s,
+        equipment=with_devices(config.site.der, devices, interval_s),
+    )
+
+
 def build_board(config: BoardConfig) -> Running:
     """A board's ProsumerAgent: its meter, its key, its store, the market's domain.
 
@@ -260,14 +289,13 @@ def build_board(config: BoardConfig) -> Running:
     """
     signer = _unlock(config.key)
 
-    from meterchain.agents.board_config import BoardConfigHandler, ConfiguredPlanner
+    from meterchain.agents.board_config import BoardConfigHandler
     from meterchain.agents.forecasting import BoardForecast
     from meterchain.agents.prosumer import ProsumerAgent
     from meterchain.board.disk import DiskGuard
     from meterchain.board.skew import CorrectedClock, SkewEstimator
     from meterchain.board.supervisor import BoardSupervisor
-    from meterchain.der.equipment import with_devices
-    from meterchain.der.site import Battery, Site
+    from meterchain.der.equipment import with_thermal_relays
     from meterchain.devices.board import open_board_devices
     from meterchain.meters.registry import open_meter
     from meterchain.store.retention import Retention
@@ -283,29 +311,11 @@ def build_board(config: BoardConfig) -> Running:
     bus.on_receive = lambda envelope: skew.observe(envelope.sender, envelope.sent_at)
     records = Records(store, name)
     interval_s = config.schedule.interval_s
-    forecast = BoardForecast(config.site, records, step_s=interval_s)
-    devices = config.devices
-    battery = None
-    if devices.battery is not None:
-        assert devices.battery_capacity_wh is not None and devices.battery_max_w is not None
-        battery = Battery(
-            capacity_wh=devices.battery_capacity_wh,
-            max_charge_power_w=devices.battery_max_w,
-            max_discharge_power_w=devices.battery_max_w,
-        )
-    site = Site(name=config.meter_id, battery=battery)
-    planner = ConfiguredPlanner(  # the trading device's settings from the web interface
-        site,
-        forecast,
-        meter_id=config.meter_id,
-        horizon_steps=config.site.horizon_steps,
-        step_s=interval_s,
-        # [site.der] and the devices' battery and relay loads: what the optimiser plans with
-        equipment=with_devices(config.site.der, devices, interval_s),
-    )
+    planner = board_planner(config, BoardForecast(config.site, records, step_s=interval_s))
     planner.handler = BoardConfigHandler(
-        records, site, step_s=interval_s, timezone=config.site.timezone
+        records, planner.site, step_s=interval_s, timezone=config.site.timezone
     )
+    devices = config.devices
     meter = open_meter(config.meter_url, timeout_s=config.meter_timeout_s, retries=1)
     prepaid = None
     if config.prepaid.enabled:  # the relay follows the chain's prepaid credit
@@ -327,7 +337,8 @@ def build_board(config: BoardConfig) -> Running:
         community=config.community,
         meter_retries=config.meter_retries,
         decimals=config.decimals,
-        devices=open_board_devices(devices),
+        # [devices] and the relays of [[site.der.thermal]]
+        devices=open_board_devices(with_thermal_relays(devices, config.site.der)),
         alarms_to=devices.alarms_to,
         prepaid=prepaid,
     )

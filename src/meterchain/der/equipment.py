@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from meterchain.config import BatteryConfig, DeferrableLoadConfig, DerConfig, DevicesConfig
+from meterchain.config import (
+    BatteryConfig,
+    DeferrableLoadConfig,
+    DerConfig,
+    DevicesConfig,
+    SwitchedLoadConfig,
+)
 from meterchain.der.site import (
     NEVER_RAN_STEPS,
     Battery,
@@ -350,3 +356,12 @@ def with_devices(
     return base.model_copy(
         update={"batteries": batteries, "deferrable_loads": [*base.deferrable_loads, *loads]}
     )
+
+
+def with_thermal_relays(devices: DevicesConfig, der: DerConfig | None) -> DevicesConfig:
+    """A board's `[devices]` with the relays of its `[[site.der.thermal]]` loads, so the board
+    opens them and switches them by name as the plan of each interval says."""
+    if der is None or not der.thermal:
+        return devices
+    relays = [SwitchedLoadConfig(name=t.name, url=t.url) for t in der.thermal]
+    return devices.model_copy(update={"loads": [*devices.loads, *relays]})
