@@ -489,7 +489,8 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         return quantityWh | (limitPrice << _LIMIT) | (participant << _PARTICIPANT) | (side << _SIDE);
     }
 
-    /// @dev Order `index` is not signed by its meter's key: names it and what its signature recovers.
+    /// @dev The order at calldata position `at` is not signed by its meter's key: names it and
+    ///      what its signature recovers.
     function _revertOrderSignature(uint256 at, address recovered) private pure {
         (bytes32 meterId, uint256 terms) = PackedCalldata.orderHead(at);
         revert InvalidOrderSignature(meterId, uint64(PackedCalldata.orderNonce(terms)), recovered);
