@@ -5,11 +5,10 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
+import {MarketSignatures} from "./MarketSignatures.sol";
 import {PackedCalldata} from "./PackedCalldata.sol";
 import {Settlement} from "./Settlement.sol";
 
@@ -54,20 +53,16 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     bytes32 public constant GRID_ROLE = keccak256("GRID_ROLE");
 
     /// @notice EIP-712 type of a meter's limit order.
-    bytes32 public constant ORDER_TYPEHASH = keccak256(
-        "Order(bytes32 meterId,uint64 interval,uint8 side,uint64 quantityWh,uint64 limitPrice,uint64 nonce)"
-    );
+    bytes32 public constant ORDER_TYPEHASH = MarketSignatures.ORDER_TYPEHASH;
     /// @notice EIP-712 type of a meter's cumulative registers at both ends of one interval.
-    bytes32 public constant READING_TYPEHASH = keccak256(
-        "Reading(bytes32 meterId,uint64 interval,uint64 startImportWh,uint64 startExportWh,uint64 endImportWh,uint64 endExportWh)"
-    );
+    bytes32 public constant READING_TYPEHASH = MarketSignatures.READING_TYPEHASH;
 
     /// @notice Side of an order: BUY = 0, SELL = 1.
     uint8 public constant BUY = 0;
     uint8 public constant SELL = 1;
     /// @notice Packed sizes (see PackedCalldata).
-    uint256 public constant ORDER_BYTES = 122;
-    uint256 public constant TRADE_BYTES = 16;
+    uint256 public constant ORDER_BYTES = PackedCalldata.ORDER_BYTES;
+    uint256 public constant TRADE_BYTES = PackedCalldata.TRADE_BYTES;
 
     /// @notice Why a reading was not used (ReadingRejected.reason).
     uint8 public constant REJECT_UNKNOWN_METER = 1;
@@ -448,18 +443,13 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         uint256 previousNonce;
         uint256 record; // the current meter's registry record (signer in the low 160 bits)
         for (uint256 i; i < book.length; ++i) {
-            uint256 at; // calldata position of order i
+            uint256 at = PackedCalldata.orderAt(orders, i);
             uint256 entry;
             {
-                bytes32 meterId;
-                uint256 fields; // nonce 8 | side 1 | quantityWh 8 | limitPrice 8 | (7 bytes of r)
-                assembly ("memory-safe") {
-                    at := add(orders.offset, mul(i, ORDER_BYTES))
-                    meterId := calldataload(at)
-                    fields := calldataload(add(at, 32))
-                }
+                (bytes32 meterId, uint256 terms) = PackedCalldata.orderHead(at);
+                uint256 nonce = PackedCalldata.orderNonce(terms);
                 if (i == 0 || meterId != previousMeter) {
-                    if (meterId < previousMeter) revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
+                    if (meterId < previousMeter) revert OrdersNotSorted(i, meterId, uint64(nonce));
                     record = _activeRecord(meterId);
                     assembly ("memory-safe") {
                         // meters[participants * 3] = meterId (in bounds: participants <= i < orders)
@@ -469,18 +459,19 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
                         ++participants;
                     }
                     previousMeter = meterId;
-                } else if (fields >> 192 <= previousNonce) {
-                    if (fields >> 192 == previousNonce) revert OrderCountedTwice(meterId, uint64(previousNonce));
-                    revert OrdersNotSorted(i, meterId, uint64(fields >> 192));
+                } else if (nonce <= previousNonce) {
+                    if (nonce == previousNonce) revert OrderCountedTwice(meterId, uint64(previousNonce));
+                    revert OrdersNotSorted(i, meterId, uint64(nonce));
                 }
-                previousNonce = fields >> 192;
-                entry = _bookEntry(meterId, fields, participants - 1);
+                previousNonce = nonce;
+                entry = _bookEntry(meterId, terms, participants - 1);
                 if (entry >> _SIDE == SELL) _requireCanSell(meterId, record);
             }
             assembly ("memory-safe") {
                 mstore(add(add(book, 0x20), shl(5, i)), entry) // book[i] (i < book.length)
             }
-            _checkOrderSignature(domain, interval, entry, at, address(uint160(record)));
+            address signer = MarketSignatures.orderSigner(domain, interval, at);
+            if (signer != address(uint160(record))) _revertOrderSignature(at, signer);
         }
     }
 
@@ -490,51 +481,19 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         if (kind != _KIND_PROSUMER && kind != _KIND_GENERATOR) revert MeterCannotSell(meterId, kind);
     }
 
-    /// @dev quantityWh | limitPrice << _LIMIT | participant << _PARTICIPANT | side << _SIDE.
-    function _bookEntry(bytes32 meterId, uint256 fields, uint256 participant) private pure returns (uint256) {
-        uint256 side = (fields >> 184) & 0xff;
-        if (side > SELL) revert InvalidSide(meterId, uint64(fields >> 192), side);
-        return ((fields >> 120) & _U64) | (((fields >> 56) & _U64) << _LIMIT) | (participant << _PARTICIPANT)
-            | (side << _SIDE);
+    /// @dev quantityWh | limitPrice << _LIMIT | participant << _PARTICIPANT | side << _SIDE,
+    ///      from an order's terms word (PackedCalldata.orderHead).
+    function _bookEntry(bytes32 meterId, uint256 terms, uint256 participant) private pure returns (uint256) {
+        (uint256 side, uint256 quantityWh, uint256 limitPrice) = PackedCalldata.orderTerms(terms);
+        if (side > SELL) revert InvalidSide(meterId, uint64(PackedCalldata.orderNonce(terms)), side);
+        return quantityWh | (limitPrice << _LIMIT) | (participant << _PARTICIPANT) | (side << _SIDE);
     }
 
-    /// @dev The order at calldata position `at` must be signed by `signer` for this market
-    ///      (`domain`) and `interval`. Side, quantity and limit come from its (checked) `entry`.
-    function _checkOrderSignature(bytes32 domain, uint64 interval, uint256 entry, uint256 at, address signer)
-        private
-        pure
-    {
-        bytes32 typeHash = ORDER_TYPEHASH;
-        bytes32 structHash;
-        bytes32 r;
-        bytes32 s;
-        uint8 v;
-        assembly ("memory-safe") {
-            // hashStruct(Order) over scratch memory past the free pointer (not allocated).
-            let m := mload(0x40)
-            mstore(m, typeHash)
-            mstore(add(m, 0x20), calldataload(at)) // meterId
-            mstore(add(m, 0x40), interval)
-            mstore(add(m, 0x60), shr(_SIDE, entry)) // side
-            mstore(add(m, 0x80), and(entry, _U64)) // quantityWh
-            mstore(add(m, 0xa0), and(shr(_LIMIT, entry), _U64)) // limitPrice
-            mstore(add(m, 0xc0), shr(192, calldataload(add(at, 32)))) // nonce
-            structHash := keccak256(m, 0xe0)
-            r := calldataload(add(at, 57))
-            s := calldataload(add(at, 89))
-            v := byte(0, calldataload(add(at, 121)))
-        }
-        (address recovered,,) = ECDSA.tryRecover(MessageHashUtils.toTypedDataHash(domain, structHash), v, r, s);
-        if (recovered != signer) {
-            revert InvalidOrderSignature(_calldataWord(at), uint64(uint256(_calldataWord(at + 32)) >> 192), recovered);
-        }
-    }
-
-    /// @dev The 32 bytes of calldata at absolute position `at`.
-    function _calldataWord(uint256 at) private pure returns (bytes32 value) {
-        assembly ("memory-safe") {
-            value := calldataload(at)
-        }
+    /// @dev The order at calldata position `at` is not signed by its meter's key: names it and
+    ///      what its signature recovers.
+    function _revertOrderSignature(uint256 at, address recovered) private pure {
+        (bytes32 meterId, uint256 terms) = PackedCalldata.orderHead(at);
+        revert InvalidOrderSignature(meterId, uint64(PackedCalldata.orderNonce(terms)), recovered);
     }
 
     /// @dev Checks every trade against its two orders and the batch's tariffs, and adds it to
@@ -550,28 +509,23 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         Tariffs memory rates
     ) private pure {
         uint256 count = trades.length / TRADE_BYTES;
-        uint256 ordersAt;
-        assembly ("memory-safe") {
-            ordersAt := orders.offset
-        }
         uint256 feedIn = rates.feedInPrice;
         uint256 retail = rates.retailPrice;
         for (uint256 t; t < count; ++t) {
-            uint256 fields; // buyOrderIndex 2 | sellOrderIndex 2 | quantityWh 4 | price 8 | (next trade)
-            assembly ("memory-safe") {
-                fields := calldataload(add(trades.offset, shl(4, t))) // TRADE_BYTES = 16
+            uint256 fields = PackedCalldata.trade(trades, t);
+            if (PackedCalldata.tradeBuyOrder(fields) >= book.length) {
+                revert TradeOrderOutOfRange(t, PackedCalldata.tradeBuyOrder(fields), book.length);
             }
-            if (fields >> 240 >= book.length) revert TradeOrderOutOfRange(t, fields >> 240, book.length);
-            if ((fields >> 224) & 0xffff >= book.length) {
-                revert TradeOrderOutOfRange(t, (fields >> 224) & 0xffff, book.length);
+            if (PackedCalldata.tradeSellOrder(fields) >= book.length) {
+                revert TradeOrderOutOfRange(t, PackedCalldata.tradeSellOrder(fields), book.length);
             }
-            if ((fields >> 192) & 0xffffffff == 0) revert ZeroQuantityTrade(t);
-            uint256 price = (fields >> 128) & _U64;
+            if (PackedCalldata.tradeQuantityWh(fields) == 0) revert ZeroQuantityTrade(t);
+            uint256 price = PackedCalldata.tradePrice(fields);
             if (price < feedIn || price > retail) revert PriceOutsideTariffs(t, price, feedIn, retail);
-            uint256 buyer = _fill(ordersAt, book, fields >> 240, t, BUY, fields);
-            uint256 seller = _fill(ordersAt, book, (fields >> 224) & 0xffff, t, SELL, fields);
+            uint256 buyer = _fill(orders, book, PackedCalldata.tradeBuyOrder(fields), t, BUY, fields);
+            uint256 seller = _fill(orders, book, PackedCalldata.tradeSellOrder(fields), t, SELL, fields);
             if (buyer == seller) revert SelfTrade(t, bytes32(meters[buyer * _METER_WORDS]));
-            uint256 quantityWh = (fields >> 192) & 0xffffffff;
+            uint256 quantityWh = PackedCalldata.tradeQuantityWh(fields);
             uint256 sums = (quantityWh << 128) | (quantityWh * price);
             assembly ("memory-safe") {
                 // Participants are < orders <= meters.length / 3: in bounds.
@@ -587,7 +541,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     ///      order's side, its limit and its remaining quantity (`index` is in range); adds the
     ///      trade to the order's fill and returns the order's participant (meter) number.
     function _fill(
-        uint256 ordersAt,
+        bytes calldata orders,
         uint256[] memory book,
         uint256 index,
         uint256 t,
@@ -598,14 +552,13 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         assembly ("memory-safe") {
             entry := mload(add(add(book, 0x20), shl(5, index)))
         }
-        uint256 quantityWh = (fields >> 192) & 0xffffffff;
-        uint256 price = (fields >> 128) & _U64;
+        (uint256 quantityWh, uint256 price) = PackedCalldata.tradeTerms(fields);
         uint256 limitPrice = (entry >> _LIMIT) & _U64;
         // filled <= quantity always holds (checked below), so quantity - filled cannot underflow.
         unchecked {
             if (entry >> _SIDE != side || (side == BUY ? price > limitPrice : price < limitPrice)
                     || quantityWh > (entry & _U64) - ((entry >> _FILLED) & _U64)) {
-                _revertFill(ordersAt, entry, index, t, side, fields);
+                _revertFill(orders, entry, index, t, side, fields);
             }
         }
         assembly ("memory-safe") {
@@ -616,15 +569,19 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     }
 
     /// @dev Names why trade `t` cannot fill order `index` (its side, limit or remaining quantity).
-    function _revertFill(uint256 ordersAt, uint256 entry, uint256 index, uint256 t, uint256 side, uint256 fields)
-        private
-        pure
-    {
-        uint256 quantityWh = (fields >> 192) & 0xffffffff;
-        uint256 price = (fields >> 128) & _U64;
+    function _revertFill(
+        bytes calldata orders,
+        uint256 entry,
+        uint256 index,
+        uint256 t,
+        uint256 side,
+        uint256 fields
+    ) private pure {
+        uint256 quantityWh = PackedCalldata.tradeQuantityWh(fields);
+        uint256 price = PackedCalldata.tradePrice(fields);
         uint256 limitPrice = (entry >> _LIMIT) & _U64;
-        bytes32 meterId = _calldataWord(ordersAt + index * ORDER_BYTES);
-        uint64 nonce = uint64(uint256(_calldataWord(ordersAt + index * ORDER_BYTES + 32)) >> 192);
+        (bytes32 meterId, uint256 terms) = PackedCalldata.orderHead(PackedCalldata.orderAt(orders, index));
+        uint64 nonce = uint64(PackedCalldata.orderNonce(terms));
         if (entry >> _SIDE != side) {
             if (side == BUY) revert NotABuyOrder(t, meterId, nonce);
             revert NotASellOrder(t, meterId, nonce);
@@ -844,8 +801,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         if (address(uint160(record)) == address(0)) return (REJECT_UNKNOWN_METER, 0);
         if ((record >> _REC_REVOKED) & 0xff != 0) return (REJECT_REVOKED, 0);
         if (!member) return (REJECT_OTHER_MARKET, 0);
-        bytes32 digest = _readingDigest(meterId, interval, PackedCalldata.readingRegisters(entries, at));
-        if (_recover(digest, PackedCalldata.readingSignature(entries, at)) != address(uint160(record))) {
+        if (MarketSignatures.readingSigner(_domainSeparatorV4(), meterId, interval, entries, at) != address(uint160(record))) {
             return (REJECT_BAD_SIGNATURE, 0);
         }
         return (0, (record >> _REC_MAX_POWER) & 0xffffffff);
@@ -941,8 +897,9 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         bytes calldata signatureB
     ) external {
         if (registersA == registersB) revert NotEquivocation(meterId, interval);
-        bytes32 first = _readingDigest(meterId, interval, registersA);
-        bytes32 second = _readingDigest(meterId, interval, registersB);
+        bytes32 domain = _domainSeparatorV4();
+        bytes32 first = MarketSignatures.readingDigest(domain, meterId, interval, registersA);
+        bytes32 second = MarketSignatures.readingDigest(domain, meterId, interval, registersB);
         _revokeForEquivocation(meterId, interval, first, signatureA, second, signatureB);
     }
 
@@ -959,8 +916,8 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         bytes calldata signatureB
     ) external {
         if (termsA == termsB) revert NotEquivocation(meterId, interval);
-        bytes32 first = _orderDigest(meterId, interval, termsA >> 128, (termsA >> 64) & _U64, termsA & _U64, nonce);
-        bytes32 second = _orderDigest(meterId, interval, termsB >> 128, (termsB >> 64) & _U64, termsB & _U64, nonce);
+        bytes32 first = _orderDigest(meterId, interval, termsA, nonce);
+        bytes32 second = _orderDigest(meterId, interval, termsB, nonce);
         _revokeForEquivocation(meterId, interval, first, signatureA, second, signatureB);
     }
 
@@ -973,9 +930,9 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         bytes calldata signatureB
     ) private {
         address signer = address(uint160(_activeRecordAnyMarket(meterId)));
-        address recovered = _recover(first, signatureA);
+        address recovered = MarketSignatures.recover(first, signatureA);
         if (recovered != signer) revert InvalidEvidenceSignature(meterId, recovered);
-        recovered = _recover(second, signatureB);
+        recovered = MarketSignatures.recover(second, signatureB);
         if (recovered != signer) revert InvalidEvidenceSignature(meterId, recovered);
         emit Equivocation(meterId, interval, first, second);
         registry.revokeForEquivocation(meterId);
@@ -1050,7 +1007,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         uint64 limitPrice,
         uint64 nonce
     ) external view returns (bytes32) {
-        return _orderDigest(meterId, interval, side, quantityWh, limitPrice, nonce);
+        return MarketSignatures.orderDigest(_domainSeparatorV4(), meterId, interval, side, quantityWh, limitPrice, nonce);
     }
 
     /// @notice The EIP-712 digest a meter signs for a reading.
@@ -1064,7 +1021,7 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
     ) external view returns (bytes32) {
         uint256 packed = (uint256(startImportWh) << 192) | (uint256(startExportWh) << 128)
             | (uint256(endImportWh) << 64) | endExportWh;
-        return _readingDigest(meterId, interval, packed);
+        return MarketSignatures.readingDigest(_domainSeparatorV4(), meterId, interval, packed);
     }
 
     // ---------------------------------------------------------------- helpers
@@ -1147,60 +1104,14 @@ contract EnergyMarket is AccessControl, EIP712, ReentrancyGuard {
         if ((record >> _REC_REVOKED) & 0xff != 0) revert MeterIsRevoked(meterId);
     }
 
-    /// @dev EIP-712 digest of an Order; the struct is hashed in scratch memory (no allocation).
-    function _orderDigest(
-        bytes32 meterId,
-        uint256 interval,
-        uint256 side,
-        uint256 quantityWh,
-        uint256 limitPrice,
-        uint256 nonce
-    ) private view returns (bytes32) {
-        bytes32 typeHash = ORDER_TYPEHASH;
-        bytes32 structHash;
-        assembly ("memory-safe") {
-            let m := mload(0x40)
-            mstore(m, typeHash)
-            mstore(add(m, 0x20), meterId)
-            mstore(add(m, 0x40), interval)
-            mstore(add(m, 0x60), side)
-            mstore(add(m, 0x80), quantityWh)
-            mstore(add(m, 0xa0), limitPrice)
-            mstore(add(m, 0xc0), nonce)
-            structHash := keccak256(m, 0xe0)
-        }
-        return _hashTypedDataV4(structHash);
-    }
-
-    /// @dev EIP-712 digest of a Reading from its packed registers (see PackedCalldata).
-    function _readingDigest(bytes32 meterId, uint256 interval, uint256 packed) private view returns (bytes32) {
-        bytes32 typeHash = READING_TYPEHASH;
-        bytes32 structHash;
-        assembly ("memory-safe") {
-            let m := mload(0x40)
-            mstore(m, typeHash)
-            mstore(add(m, 0x20), meterId)
-            mstore(add(m, 0x40), interval)
-            mstore(add(m, 0x60), shr(192, packed))
-            mstore(add(m, 0x80), and(shr(128, packed), 0xffffffffffffffff))
-            mstore(add(m, 0xa0), and(shr(64, packed), 0xffffffffffffffff))
-            mstore(add(m, 0xc0), and(packed, 0xffffffffffffffff))
-            structHash := keccak256(m, 0xe0)
-        }
-        return _hashTypedDataV4(structHash);
-    }
-
-    /// @dev The signer of `digest` from a 65-byte r ‖ s ‖ v signature in calldata (zero if invalid).
-    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address recovered) {
-        if (signature.length != 65) return address(0);
-        bytes32 r;
-        bytes32 s;
-        uint8 v;
-        assembly ("memory-safe") {
-            r := calldataload(signature.offset)
-            s := calldataload(add(signature.offset, 0x20))
-            v := byte(0, calldataload(add(signature.offset, 0x40)))
-        }
-        (recovered,,) = ECDSA.tryRecover(digest, v, r, s);
+    /// @dev EIP-712 digest of an Order whose `terms` pack side << 128 | quantityWh << 64 | limitPrice.
+    function _orderDigest(bytes32 meterId, uint256 interval, uint256 terms, uint256 nonce)
+        private
+        view
+        returns (bytes32)
+    {
+        return MarketSignatures.orderDigest(
+            _domainSeparatorV4(), meterId, interval, terms >> 128, (terms >> 64) & _U64, terms & _U64, nonce
+        );
     }
 }

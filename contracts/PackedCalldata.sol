@@ -4,7 +4,9 @@ pragma solidity 0.8.28;
 import {Settlement} from "./Settlement.sol";
 
 /// @title PackedCalldata
-/// @notice The packed layouts of EnergyMarket's calldata and events, and their codec.
+/// @notice The packed layouts of EnergyMarket's calldata and events, and their codec: the
+///         orders and trades of settleBatch, the entries of settleDelivery, and the positions
+///         and settlements its events carry.
 /// @dev Big-endian, no padding (meterchain.chain.batch packs and decodes the same layouts):
 ///      order    (122 B): meterId 32 | nonce 8 | side 1 | quantityWh 8 | limitPrice 8 | r 32 | s 32 | v 1
 ///      trade     (16 B): buyOrderIndex 2 | sellOrderIndex 2 | quantityWh 4 | price 8
@@ -43,6 +45,88 @@ library PackedCalldata {
         assembly ("memory-safe") {
             value := calldataload(add(data.offset, offset))
         }
+    }
+
+    /// @notice Where order `index` of `orders` starts in calldata (an absolute position, read
+    ///         with orderHead and orderSignature: one stack slot instead of a slice and an index
+    ///         keeps the per-order loop cheap). The caller checks `index` is below
+    ///         orders.length / ORDER_BYTES.
+    function orderAt(bytes calldata orders, uint256 index) internal pure returns (uint256 at) {
+        assembly ("memory-safe") {
+            at := add(orders.offset, mul(index, ORDER_BYTES))
+        }
+    }
+
+    /// @notice The order at calldata position `at` (see orderAt): its meter and its terms word,
+    ///         nonce 8 | side 1 | quantityWh 8 | limitPrice 8 | the first 7 bytes of r (read its
+    ///         fields with orderNonce and orderTerms).
+    function orderHead(uint256 at) internal pure returns (bytes32 meterId, uint256 terms) {
+        assembly ("memory-safe") {
+            meterId := calldataload(at)
+            terms := calldataload(add(at, 32))
+        }
+    }
+
+    /// @notice The nonce in an order's terms word.
+    function orderNonce(uint256 terms) internal pure returns (uint256) {
+        return terms >> 192;
+    }
+
+    /// @notice An order's side (BUY = 0, SELL = 1; not checked here), quantity (Wh) and limit
+    ///         price (smallest units per kWh) from its terms word.
+    function orderTerms(uint256 terms)
+        internal
+        pure
+        returns (uint256 side, uint256 quantityWh, uint256 limitPrice)
+    {
+        side = (terms >> 184) & 0xff;
+        quantityWh = (terms >> 120) & _U64;
+        limitPrice = (terms >> 56) & _U64;
+    }
+
+    /// @notice The signature (r, s, v) of the order at calldata position `at`: the last 65 of
+    ///         its 122 bytes.
+    function orderSignature(uint256 at) internal pure returns (bytes32 r, bytes32 s, uint8 v) {
+        assembly ("memory-safe") {
+            r := calldataload(add(at, 57))
+            s := calldataload(add(at, 89))
+            v := byte(0, calldataload(add(at, 121)))
+        }
+    }
+
+    /// @notice Trade `index`'s word: buyOrderIndex 2 | sellOrderIndex 2 | quantityWh 4 |
+    ///         price 8 | 16 bytes past it (read its fields with the trade* helpers). The caller
+    ///         checks `index` is below trades.length / TRADE_BYTES.
+    function trade(bytes calldata trades, uint256 index) internal pure returns (uint256 fields) {
+        assembly ("memory-safe") {
+            fields := calldataload(add(trades.offset, shl(4, index))) // TRADE_BYTES = 16
+        }
+    }
+
+    /// @notice The index of a trade's buy order, from its word.
+    function tradeBuyOrder(uint256 fields) internal pure returns (uint256) {
+        return fields >> 240;
+    }
+
+    /// @notice The index of a trade's sell order, from its word.
+    function tradeSellOrder(uint256 fields) internal pure returns (uint256) {
+        return (fields >> 224) & 0xffff;
+    }
+
+    /// @notice A trade's quantity (Wh), from its word.
+    function tradeQuantityWh(uint256 fields) internal pure returns (uint256) {
+        return (fields >> 192) & 0xffffffff;
+    }
+
+    /// @notice A trade's price (smallest units per kWh), from its word.
+    function tradePrice(uint256 fields) internal pure returns (uint256) {
+        return (fields >> 128) & _U64;
+    }
+
+    /// @notice A trade's quantity (Wh) and price (smallest units per kWh), from its word.
+    function tradeTerms(uint256 fields) internal pure returns (uint256 quantityWh, uint256 price) {
+        quantityWh = (fields >> 192) & 0xffffffff;
+        price = (fields >> 128) & _U64;
     }
 
     /// @notice Decodes the entry at `offset`: its meter, flags, position (zero if absent) and
