@@ -9,28 +9,14 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import BaseModel
 
+from listener import Listener
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.grid import GridAgent
 from meterchain.agents.messages import CurtailRequest, TariffNotice, Tick
-from meterchain.agents.runtime import Agent, Envelope, Performative
+from meterchain.agents.runtime import Agent, Performative
 
 START = datetime(2026, 11, 24, 15, tzinfo=UTC)
-
-
-class Inbox(Agent):
-    """A prosumer that keeps what it is told."""
-
-    def __init__(self, name: str, bus: LocalBus) -> None:
-        super().__init__(name, bus)
-        self.got: list[BaseModel] = []
-
-    async def setup(self) -> None:
-        await self.bus.join(self.name, "community")
-
-    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
-        self.got.append(content)
 
 
 async def test_tariffs_and_curtailment_go_out_and_are_logged(
@@ -38,7 +24,7 @@ async def test_tariffs_and_curtailment_go_out_and_are_logged(
 ) -> None:
     caplog.set_level(logging.INFO, logger="meterchain.agents.grid")
     bus = LocalBus()
-    homes = [Inbox("prosumer-1", bus), Inbox("prosumer-2", bus)]
+    homes = [Listener(f"prosumer-{n}", bus, ("community",)) for n in (1, 2)]
     grid = GridAgent(
         "grid", bus, tariffs=TariffNotice(retail_price=0.8, feed_in_price=0.3),
         prosumers=[h.name for h in homes],
@@ -52,12 +38,12 @@ async def test_tariffs_and_curtailment_go_out_and_are_logged(
         await operator.send("grid", Performative.INFORM, notice)
         await operator.send("grid", Performative.INFORM, Tick(interval_start=START, phase="order"))
         for _ in range(100):
-            if all(len(h.got) >= 2 for h in homes):
+            if all(len(h.received) >= 2 for h in homes):
                 break
             await asyncio.sleep(0.01)
         for home in homes:
-            tariffs = [c for c in home.got if isinstance(c, TariffNotice)]
-            curtail = [c for c in home.got if isinstance(c, CurtailRequest)]
+            tariffs = [c for c in home.received if isinstance(c, TariffNotice)]
+            curtail = [c for c in home.received if isinstance(c, CurtailRequest)]
             assert [(t.retail_price, t.feed_in_price) for t in tariffs] == [(0.9, 0.25)]
             assert [c.max_export_w for c in curtail] == [1500.0]  # the limit shared out
         lines = [r.getMessage() for r in caplog.records]

@@ -269,13 +269,6 @@ def reading(
 ) -> ReadingSubmission:
     """A reading of (import, export) registers at both ends, signed by the board's key."""
     message = ReadingMessage(meter_id_to_bytes32(board.name), interval, *start, *end)
-    signed = sign_reading(market.domain, message, board.key)
-    return ReadingSubmission(
-        meter_id=board.name,
-        interval=interval,
-        start_import_wh=start[0],
-        start_export_wh=start[1],
-        end_import_wh=end[0],
-        end_export_wh=end[1],
-        signature="0x" + signed.signature.hex(),
+    return ReadingSubmission.from_signed(
+        board.name, sign_reading(market.domain, message, board.key)
     )

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from eth_account import Account
 from market_chain import MAX_POWER_W, METER_IDS, MarketChain
-from pydantic import BaseModel
 
+from listener import Listener
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.market import MarketAgent
 from meterchain.agents.messages import (
@@ -35,7 +35,7 @@ from meterchain.agents.messages import (
     Tick,
     VoidNotice,
 )
-from meterchain.agents.runtime import Agent, Bus, Envelope, NotUnderstood, Performative
+from meterchain.agents.runtime import Envelope, NotUnderstood, Performative
 from meterchain.chain.client import EnergyMarketClient, MeterKind
 from meterchain.chain.deploy import deploy_suite
 from meterchain.chain.node import connect, dev_account, start_anvil, stop_anvil
@@ -54,31 +54,6 @@ from meterchain.store.records import Records
 INTERVAL_S = 900
 T = 1_800_000_000 // INTERVAL_S * INTERVAL_S  # an interval start, in the future of anvil's clock
 SELLER, BUYER = METER_IDS
-
-
-class Listener(Agent):
-    """Joins the community and keeps everything it is told."""
-
-    def __init__(self, name: str, bus: Bus) -> None:
-        super().__init__(name, bus)
-        self.received: list[BaseModel] = []
-
-    async def setup(self) -> None:
-        await self.bus.join(self.name, "community")
-
-    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
-        self.received.append(content)
-
-    def of(self, kind: type[BaseModel]) -> list[Any]:
-        return [c for c in self.received if isinstance(c, kind)]
-
-    async def wait_for(
-        self, kind: type[BaseModel], count: int = 1, timeout_s: float = 20
-    ) -> list[Any]:
-        async with asyncio.timeout(timeout_s):
-            while len(self.of(kind)) < count:
-                await asyncio.sleep(0.01)
-        return self.of(kind)
 
 
 @dataclass
@@ -159,7 +134,10 @@ class Setup:
 async def setup(chain: MarketChain, tmp_path: Path) -> AsyncIterator[Setup]:
     bus = LocalBus()
     store = open_store(f"sqlite:///{tmp_path / 'market.db'}")
-    listener, hostile = Listener("board", bus), Listener("hostile", bus)
+    listener, hostile = (
+        Listener("board", bus, ("community",)),
+        Listener("hostile", bus, ("community",)),
+    )
     await listener.start()
     await hostile.start()
     running = Setup(chain, bus, store, listener, hostile)
@@ -395,7 +373,13 @@ async def test_the_market_keeps_taking_orders_while_a_chain_step_waits_for_the_n
         )
         await market.start()
         chain = MarketChain(node, w3, addresses["EnergyMarket"], boards)
-        setup = Setup(chain, bus, store, Listener("board", bus), Listener("hostile", bus))
+        setup = Setup(
+            chain,
+            bus,
+            store,
+            Listener("board", bus, ("community",)),
+            Listener("hostile", bus, ("community",)),
+        )
         for order in [setup.order(SELLER, "sell", 500, 30), setup.order(BUYER, "buy", 400, 70)]:
             await market.receive_order(_envelope(order), order)
         stop_anvil(node)  # the node goes away just before gate closure

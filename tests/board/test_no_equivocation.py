@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from eth_account import Account
-from pydantic import BaseModel
 
+from listener import Listener
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.messages import ReadingSubmission, Tick
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.prosumer import ProsumerAgent
-from meterchain.agents.runtime import Agent, Envelope, Performative
+from meterchain.agents.runtime import Envelope, Performative
 from meterchain.chain.signing import MarketDomain
 from meterchain.clock import ManualClock
 from meterchain.der.site import Site
@@ -30,16 +30,6 @@ METER = "10000001"
 FIRST = datetime(2026, 11, 24, 15, tzinfo=UTC)
 TICK = Envelope(performative=Performative.INFORM, sender="ticker", receiver="board",
                 content_type="tick", content={})  # fmt: skip
-
-
-class Market(Agent):
-    def __init__(self, bus: LocalBus) -> None:
-        super().__init__("market", bus)
-        self.readings: list[ReadingSubmission] = []
-
-    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
-        if isinstance(content, ReadingSubmission):
-            self.readings.append(content)
 
 
 async def test_asked_again_the_board_resends_what_it_signed_and_never_signs_anew(
@@ -58,7 +48,7 @@ async def test_asked_again_the_board_resends_what_it_signed_and_never_signs_anew
                            meter_id=METER),
         records=Records(store, "board"), clock=clock,
     )  # fmt: skip
-    market = Market(bus)
+    market = Listener("market", bus)
     for agent in (board, market):
         await agent.start()
 
@@ -72,7 +62,7 @@ async def test_asked_again_the_board_resends_what_it_signed_and_never_signs_anew
         await delivery(FIRST)
         clock.advance(600)  # the house keeps drawing 2 kW: the registers move on
         await delivery(FIRST)  # asked again, as after a restart
-        ours = [r for r in market.readings if r.interval == int(FIRST.timestamp())]
+        ours = [r for r in market.of(ReadingSubmission) if r.interval == int(FIRST.timestamp())]
         assert len(ours) == 2
         assert ours[0] == ours[1]  # the same registers, the same signature
         assert ours[0].end_import_wh - ours[0].start_import_wh > 0

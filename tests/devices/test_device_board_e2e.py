@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from device_site import HEATER_W, LOAD_W, site_meter
 from eth_account import Account
-from pydantic import BaseModel
 
+from listener import Listener
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.grid import GridAgent
 from meterchain.agents.messages import (
@@ -42,17 +42,6 @@ from meterchain.store.records import Records
 METER_ID = "40010001"
 AGENT = f"prosumer-{METER_ID}"
 TARIFFS = TariffNotice(retail_price=0.95, feed_in_price=0.25)
-
-
-class Listener(Agent):
-    """Collects what it is sent (the monitoring, here)."""
-
-    def __init__(self, name: str, bus: LocalBus) -> None:
-        super().__init__(name, bus)
-        self.received: list[BaseModel] = []
-
-    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
-        self.received.append(content)
 
 
 @dataclass

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from eth_account import Account
 from prepaid_suite import OPERATOR, TUESDAY_10H, PrepaidSuite
-from pydantic import BaseModel
 
+from listener import Listener
 from meterchain.agents.bus_local import LocalBus
 from meterchain.agents.messages import DeliveryNotice
 from meterchain.agents.planning import DerPlanner
 from meterchain.agents.prepaid import CreditWarning, PrepaidBoard, RelayAck
 from meterchain.agents.prosumer import ProsumerAgent
-from meterchain.agents.runtime import Agent, Envelope, Performative
+from meterchain.agents.runtime import Performative
 from meterchain.chain.signing import MarketDomain
 from meterchain.clock import ManualClock
 from meterchain.der.site import Site
@@ -32,15 +32,6 @@ from meterchain.store.records import Records
 
 METER = "home-1"
 BOARD = f"prosumer-{METER}"
-
-
-class Listener(Agent):
-    def __init__(self, name: str, bus: LocalBus) -> None:
-        super().__init__(name, bus)
-        self.received: list[BaseModel] = []
-
-    async def handle(self, envelope: Envelope, content: BaseModel) -> None:
-        self.received.append(content)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
